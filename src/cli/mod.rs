@@ -1,0 +1,149 @@
+//! Flag parsing, tracing set-up, exit codes, and the dispatch to each subcommand.
+
+mod agent;
+mod demo;
+mod dht_bench;
+mod gateway;
+mod keygen;
+mod loadtest;
+mod sim;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for bad flags or configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code for a command that cannot run here (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Route AI requests to volunteer GPU workers found through a libp2p DHT.
+#[derive(Debug, Parser)]
+#[command(name = "gpumesh", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "GPUMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One process: a gateway (also the DHT seed) and N simulated GPU workers.
+    Demo(demo::Args),
+    /// The HTTP gateway and a DHT server node.
+    Gateway(gateway::Args),
+    /// The worker agent: probe, DHT publication, coordinator fallback, drain.
+    Agent(agent::Args),
+    /// Discrete-event comparison of selection policies.
+    Sim(sim::Args),
+    /// N real DHT nodes in one process: discovery and lookup figures.
+    DhtBench(dht_bench::Args),
+    /// A fleet of agents, a gateway and goose users, with scenarios.
+    Loadtest(loadtest::Args),
+    /// Generate a node identity or cluster keys.
+    Keygen(keygen::Args),
+}
+
+/// A problem with the flags or configuration: reported and mapped to exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A command that is not built yet: reported and mapped to exit code 69.
+#[derive(Debug, thiserror::Error)]
+#[error("`gpumesh {0}` is not yet available in this build")]
+pub struct Unavailable(pub &'static str);
+
+/// Parses the command line, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.log_format);
+    let outcome = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Gateway(args) => gateway::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Sim(args) => sim::run(args),
+        Command::DhtBench(args) => dht_bench::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
+        Command::Keygen(args) => keygen::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) if e.is::<UsageError>() => {
+            eprintln!("gpumesh: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) if e.is::<Unavailable>() => {
+            eprintln!("gpumesh: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Err(e) => {
+            eprintln!("gpumesh: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so that `--json` output on stdout stays machine-readable.
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GPUMESH_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// A multi-threaded tokio runtime for the async commands.
+#[allow(dead_code, reason = "used by the async commands as they land")]
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM: the start of a graceful shutdown.
+#[allow(dead_code, reason = "used by the long-running commands as they land")]
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
