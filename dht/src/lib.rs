@@ -1,10 +1,48 @@
 //! gpumesh-dht: the libp2p node that workers and gateways use to find each other.
 //!
-//! Will hold the node (one task owns the Swarm, driven through a cloneable handle), signed worker
-//! records and their validation, the sharded service index, load gossip, the worker registry
-//! view, and an in-process network of many nodes for tests and `gpumesh dht-bench`.
+//! One task owns the Swarm (Kademlia, identify, ping, gossipsub over TCP or memory, Noise, Yamux,
+//! optional pnet); everyone else drives it through a cloneable [`DhtHandle`]. Workers publish a
+//! signed [`WorkerRecord`] and provide their services in a sharded index; gateways keep a
+//! [`RegistryView`] merged from records and signed load heartbeats. See `docs/dht.md`.
 //!
 //! Layout:
 //! - [`record`]: the worker record schema.
+//! - [`signed`]: signed envelopes around records; verification.
+//! - [`validate`]: reject reasons and limits for inbound data.
+//! - [`keys`]: protocol names and key namespaces, service shards.
+//! - [`config`]: [`NodeConfig`], roles, timings, sizes.
+//! - [`identity`]: key files (node identity, pre-shared network key).
+//! - [`node`]: the event loop; [`spawn`] and [`run`].
+//! - [`handle`]: [`DhtHandle`], the commands it sends.
+//! - [`registry`]: the worker view and its events.
+//! - [`gossip`]: heartbeat, announcement and leave messages.
+//! - [`metrics`]: prometheus-client series.
+//! - [`testnet`]: an in-process network of many nodes (tests, bench, loadtest).
+//! - [`bench`]: `gpumesh dht-bench`.
+//! - `behaviour`, `transport` (private): the composed behaviour and the transport stack.
 
+mod behaviour;
+pub mod bench;
+pub mod config;
+mod error;
+pub mod gossip;
+pub mod handle;
+pub mod identity;
+pub mod keys;
+pub mod metrics;
+pub mod node;
 pub mod record;
+pub mod registry;
+pub mod signed;
+pub mod testnet;
+mod transport;
+pub mod validate;
+
+pub use config::{NodeConfig, Role, Timings, TransportKind};
+pub use error::DhtError;
+pub use handle::{DhtHandle, LoadSample, Topology};
+pub use node::{run, spawn};
+pub use record::WorkerRecord;
+pub use registry::{RegistryEvent, RegistryView, WorkerEntry};
+pub use signed::SignedRecord;
+pub use validate::RejectReason;

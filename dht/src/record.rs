@@ -97,3 +97,25 @@ pub struct WorkerRecord {
     /// When the agent started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
 }
+
+impl WorkerRecord {
+    /// A record with the given services and URL, state `Online`, no GPUs, zero load. The node
+    /// fills in `peer_id`, `seq`, `issued_at_ms` and `expires_at_ms` when it publishes.
+    pub fn new(services: Vec<String>, tunnel_url: impl Into<String>) -> Self {
+        Self {
+            peer_id: String::new(),
+            seq: 0,
+            issued_at_ms: 0,
+            expires_at_ms: 0,
+            state: WorkerState::Online,
+            services,
+            capabilities: Vec::new(),
+            tunnel_url: tunnel_url.into(),
+            gpus: Vec::new(),
+            host: HostInfo::default(),
+            load: LoadInfo::default(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: 0,
+        }
+    }
+}

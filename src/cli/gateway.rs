@@ -1,12 +1,224 @@
-//! `gpumesh gateway`.
+//! `gpumesh gateway`: flags → [`gpumesh_gateway::Config`] → [`gpumesh_gateway::run`].
+//!
+//! Every flag reads a `GPUMESH_*` variable; the seed system's `DHT_ENABLED` and `DHT_PORT`
+//! keep working when the `GPUMESH_` names are unset. The registry token comes from the
+//! environment only (`GPUMESH_REGISTRY_TOKEN`), never argv.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use gpumesh_gateway::{Config, RunError};
+use tokio_util::sync::CancellationToken;
+
+use super::UsageError;
 
 /// Flags of `gpumesh gateway`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// HTTP listen address.
+    #[arg(long, env = "GPUMESH_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Run a DHT node (`false`: coordinator-registry only). Also read from `DHT_ENABLED`.
+    #[arg(long, env = "GPUMESH_DHT_ENABLED", value_parser = BoolishValueParser::new())]
+    dht_enabled: Option<bool>,
+    /// DHT listen IP.
+    #[arg(long, env = "GPUMESH_DHT_LISTEN", default_value = "0.0.0.0")]
+    dht_listen: IpAddr,
+    /// DHT TCP port (default 4001). Also read from `DHT_PORT`.
+    #[arg(long, env = "GPUMESH_DHT_PORT")]
+    dht_port: Option<u16>,
+    /// A stable DHT node to list in bootstrap, `/…/p2p/<peer id>` (repeat; comma-separated in
+    /// the env var).
+    #[arg(long = "seed", env = "GPUMESH_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// This gateway's DHT address as others dial it, e.g. `/dns4/gw.example.org/tcp/4001`
+    /// (repeat; comma-separated in the env var). Default: the node's listen addresses.
+    #[arg(
+        long = "dht-external-addr",
+        env = "GPUMESH_DHT_EXTERNAL_ADDRS",
+        value_delimiter = ','
+    )]
+    dht_external_addrs: Vec<String>,
+    /// The DHT node's key file (created, mode 0600, if missing). Default: a fresh identity.
+    #[arg(long, env = "GPUMESH_DHT_IDENTITY_FILE")]
+    dht_identity_file: Option<PathBuf>,
+    /// Pre-shared network key file (libp2p pnet): peers without the key cannot connect.
+    #[arg(long, env = "GPUMESH_NETWORK_KEY_FILE")]
+    network_key_file: Option<PathBuf>,
+    /// Seconds a registry entry lives without a heartbeat.
+    #[arg(long, env = "GPUMESH_REGISTRY_TTL_SECS", default_value_t = 90)]
+    registry_ttl_secs: u64,
+    /// Accept loopback, private, link-local and metadata upstreams, and plain http (demo, tests).
+    #[arg(long, env = "GPUMESH_ALLOW_PRIVATE_UPSTREAMS", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    allow_private_upstreams: bool,
+    /// Milliseconds allowed to connect to a worker.
+    #[arg(long, env = "GPUMESH_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    connect_timeout_ms: u64,
+    /// Seconds allowed for a worker's response headers.
+    #[arg(long, env = "GPUMESH_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
+    upstream_timeout_secs: u64,
+    /// Seconds allowed between two reads of a worker's response body.
+    #[arg(long, env = "GPUMESH_READ_TIMEOUT_SECS", default_value_t = 60)]
+    read_timeout_secs: u64,
+    /// Largest request body forwarded, bytes.
+    #[arg(long, env = "GPUMESH_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Bootstrap requests per client IP per minute.
+    #[arg(long, env = "GPUMESH_BOOTSTRAP_RATE_PER_MIN", default_value_t = 60)]
+    bootstrap_rate_per_min: u32,
+    /// Registry requests per client IP per minute.
+    #[arg(long, env = "GPUMESH_REGISTRY_RATE_PER_MIN", default_value_t = 120)]
+    registry_rate_per_min: u32,
+    /// Seconds clients may cache the bootstrap list.
+    #[arg(long, env = "GPUMESH_BOOTSTRAP_TTL_SECS", default_value_t = 3600)]
+    bootstrap_ttl_secs: u64,
+    /// Workers tried per request when the first cannot be reached.
+    #[arg(long, env = "GPUMESH_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+}
 
-/// Runs `gpumesh gateway`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(super::Unavailable("gateway").into())
+/// A non-empty environment variable (the seed system's names and the token).
+fn legacy_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Args {
+    fn into_config(self) -> Result<Config, UsageError> {
+        let dht_enabled = match self.dht_enabled {
+            Some(v) => v,
+            None => match legacy_env("DHT_ENABLED") {
+                Some(v) => BOOLISH
+                    .iter()
+                    .find(|(s, _)| v.trim().eq_ignore_ascii_case(s))
+                    .map(|(_, b)| *b)
+                    .ok_or_else(|| UsageError(format!("DHT_ENABLED={v} is not a boolean")))?,
+                None => true,
+            },
+        };
+        let dht_port = match self.dht_port {
+            Some(p) => p,
+            None => match legacy_env("DHT_PORT") {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| UsageError(format!("DHT_PORT={v} is not a port")))?,
+                None => 4001,
+            },
+        };
+        // The registry's bearer token: environment only, so it never shows in `ps`.
+        let registry_token = legacy_env("GPUMESH_REGISTRY_TOKEN");
+        let config = Config {
+            listen: self.listen,
+            dht_enabled,
+            dht_listen: SocketAddr::new(self.dht_listen, dht_port),
+            seeds: self.seeds,
+            dht_external_addrs: self.dht_external_addrs,
+            dht_identity_file: self.dht_identity_file,
+            dht_network_key_file: self.network_key_file,
+            dht_timings: None,
+            registry_token,
+            registry_ttl: Duration::from_secs(self.registry_ttl_secs),
+            allow_private_upstreams: self.allow_private_upstreams,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            upstream_timeout: Duration::from_secs(self.upstream_timeout_secs),
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            max_body_bytes: self.max_body_bytes,
+            bootstrap_rate_per_min: self.bootstrap_rate_per_min,
+            registry_rate_per_min: self.registry_rate_per_min,
+            bootstrap_ttl: Duration::from_secs(self.bootstrap_ttl_secs),
+            max_attempts: self.max_attempts,
+        };
+        config
+            .validate()
+            .map_err(|e| UsageError(format!("invalid configuration: {e}")))?;
+        Ok(config)
+    }
+}
+
+const BOOLISH: [(&str, bool); 8] = [
+    ("true", true),
+    ("1", true),
+    ("yes", true),
+    ("on", true),
+    ("false", false),
+    ("0", false),
+    ("no", false),
+    ("off", false),
+];
+
+/// Runs `gpumesh gateway` until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // All configuration is checked before any socket opens.
+    let config = args.into_config()?;
+    let runtime = super::runtime()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            tracing::info!("shutdown signal received");
+            trigger.cancel();
+        });
+        match gpumesh_gateway::run(config, shutdown).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(RunError::Config(e)) => {
+                Err(UsageError(format!("invalid configuration: {e}")).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_a_valid_config() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--dht-enabled",
+            "true",
+            "--dht-port",
+            "4100",
+            "--seed",
+            "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWseed",
+            "--allow-private-upstreams",
+        ])
+        .unwrap();
+        let config = cli.args.into_config().unwrap();
+        assert_eq!(config.dht_listen.port(), 4100);
+        assert!(config.allow_private_upstreams && config.dht_enabled);
+    }
+
+    #[test]
+    fn a_bad_seed_is_a_usage_error() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--dht-enabled",
+            "true",
+            "--seed",
+            "/ip4/1.2.3.4/tcp/1",
+        ])
+        .unwrap();
+        assert!(cli.args.into_config().is_err());
+    }
 }

@@ -1,0 +1,94 @@
+//! The composed network behaviour: Kademlia, identify, ping, gossipsub, with our settings.
+
+use std::num::NonZeroUsize;
+
+use libp2p::{
+    gossipsub, identify,
+    identity::Keypair,
+    kad::{self, BucketInserts, Caching, Mode, StoreInserts, store::MemoryStore, store::MemoryStoreConfig},
+    ping,
+    swarm::NetworkBehaviour,
+};
+
+use crate::{DhtError, config::NodeConfig, keys};
+
+/// Largest gossip message: a signed record announcement (≤ 4 KiB) plus framing.
+pub(crate) const MAX_GOSSIP_BYTES: usize = 8 * 1024;
+
+/// The behaviours one node runs.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+}
+
+impl Behaviour {
+    pub(crate) fn new(config: &NodeConfig, key: &Keypair) -> Result<Self, DhtError> {
+        let peer_id = key.public().to_peer_id();
+        let t = &config.timings;
+        let s = &config.sizing;
+        let k = NonZeroUsize::new(s.replication_factor)
+            .ok_or_else(|| DhtError::Config("replication_factor must be > 0".into()))?;
+
+        let mut kc = kad::Config::new(keys::KAD_PROTOCOL);
+        kc.set_replication_factor(k)
+            .set_query_timeout(t.query_timeout)
+            .set_record_ttl(Some(t.record_ttl))
+            // Workers re-sign and re-put their own records; kad must not re-publish stale copies.
+            .set_publication_interval(None)
+            .set_replication_interval(None)
+            .set_provider_record_ttl(Some(t.record_ttl))
+            .set_provider_publication_interval(Some(t.refresh_interval))
+            .set_record_filtering(StoreInserts::FilterBoth)
+            .set_caching(Caching::Disabled)
+            .set_kbucket_inserts(BucketInserts::Manual)
+            .set_periodic_bootstrap_interval(Some(t.bootstrap_interval))
+            .set_max_packet_size(16 * 1024)
+            .set_substreams_timeout(t.query_timeout);
+        let store = MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_records: s.max_records,
+                // MemoryStore rejects `len >= max`, so allow one byte over our own cap.
+                max_value_bytes: s.limits.max_value_bytes + 1,
+                max_providers_per_key: s.max_providers_per_key,
+                max_provided_keys: s.max_provider_keys,
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kc);
+        kad.set_mode(Some(if config.role.is_server() {
+            Mode::Server
+        } else {
+            Mode::Client
+        }));
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(keys::IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(format!("gpumesh/{}", env!("CARGO_PKG_VERSION")))
+                .with_interval(t.identify_interval)
+                .with_push_listen_addr_updates(true)
+                .with_cache_size(0),
+        );
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(t.ping_interval));
+
+        let gc = gossipsub::ConfigBuilder::default()
+            .protocol_id(keys::GOSSIP_PROTOCOL, gossipsub::Version::V1_1)
+            .heartbeat_interval(t.gossip_heartbeat)
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .build()
+            .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
+        let gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gc)
+                .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
+        Ok(Self {
+            kad,
+            identify,
+            ping,
+            gossipsub,
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! Node configuration: role, addresses, identity, network key and timings.
+//!
+//! Defaults are production values for 500–2000 workers (docs/dht.md explains each);
+//! [`Timings::fast`] is the preset for tests and the in-process bench.
+
+use std::{path::PathBuf, time::Duration};
+
+use libp2p::{Multiaddr, identity::Keypair, pnet::PreSharedKey};
+
+use crate::{DhtError, metrics::DhtMetrics, validate::RecordLimits};
+
+/// What a node is for. Seeds and gateways are DHT servers; workers are DHT clients unless the
+/// operator says they are reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A stable bootstrap node: server mode, relays gossip, stores records.
+    Seed,
+    /// A gateway: server mode, subscribes to load gossip, keeps the registry view.
+    Gateway,
+    /// A worker: publishes its record, provides its services, sends heartbeats.
+    Worker {
+        /// True when other nodes can dial this worker (then it runs in server mode).
+        reachable: bool,
+    },
+}
+
+impl Role {
+    /// Whether this node answers DHT requests (kad `Mode::Server`).
+    pub fn is_server(self) -> bool {
+        !matches!(self, Role::Worker { reachable: false })
+    }
+
+    /// Whether this node subscribes to the load topic and so keeps a full registry view.
+    pub fn subscribes(self) -> bool {
+        matches!(self, Role::Seed | Role::Gateway)
+    }
+}
+
+/// The transport: TCP in production, or libp2p's in-process memory transport for large test
+/// networks (no file descriptors, same Noise/Yamux/pnet stack above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP (`/ip4/../tcp/..`).
+    Tcp,
+    /// In-process memory transport (`/memory/<n>`).
+    Memory,
+}
+
+/// Where the node's identity comes from.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A protobuf-encoded libp2p keypair file; created (mode 0600) if missing.
+    File(PathBuf),
+    /// A key in memory (tests, bench).
+    Key(Keypair),
+}
+
+/// Timings. Every duration bounds something: see docs/dht.md for the reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// Lifetime of a published worker record (and of its provider records).
+    pub record_ttl: Duration,
+    /// How often a worker re-signs and re-publishes its record (and re-announces providers).
+    pub refresh_interval: Duration,
+    /// How often a worker sends a load heartbeat over gossip.
+    pub heartbeat_interval: Duration,
+    /// After this long without a heartbeat or refresh, a gateway drops a worker it heard from.
+    pub liveness_timeout: Duration,
+    /// Load figures older than this are reported as stale.
+    pub load_stale_after: Duration,
+    /// Deadline of every DHT query.
+    pub query_timeout: Duration,
+    /// How often expired records and providers are swept, and the registry aged.
+    pub sweep_interval: Duration,
+    /// How often a node checks it still has a seed connection (and re-dials seeds if not).
+    pub seed_check_interval: Duration,
+    /// Kademlia periodic bootstrap.
+    pub bootstrap_interval: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_connection_timeout: Duration,
+    /// Gossipsub heartbeat (mesh maintenance).
+    pub gossip_heartbeat: Duration,
+    /// Identify re-run interval.
+    pub identify_interval: Duration,
+    /// Ping interval (dead-peer detection).
+    pub ping_interval: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            record_ttl: Duration::from_secs(90),
+            refresh_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            liveness_timeout: Duration::from_secs(45),
+            load_stale_after: Duration::from_secs(30),
+            query_timeout: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(5),
+            seed_check_interval: Duration::from_secs(15),
+            bootstrap_interval: Duration::from_secs(300),
+            idle_connection_timeout: Duration::from_secs(120),
+            gossip_heartbeat: Duration::from_secs(1),
+            identify_interval: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Timings {
+    /// Short timings for tests and in-process networks: a record lives 8 s and is refreshed
+    /// every 2 s. Still loose enough for a loaded 2-core machine running debug builds.
+    pub fn fast() -> Self {
+        Self {
+            record_ttl: Duration::from_secs(8),
+            refresh_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(2),
+            liveness_timeout: Duration::from_secs(7),
+            load_stale_after: Duration::from_secs(4),
+            query_timeout: Duration::from_secs(8),
+            sweep_interval: Duration::from_millis(500),
+            seed_check_interval: Duration::from_secs(1),
+            bootstrap_interval: Duration::from_secs(60),
+            idle_connection_timeout: Duration::from_secs(60),
+            gossip_heartbeat: Duration::from_millis(300),
+            identify_interval: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Sizes of the DHT and of the local store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    /// Kademlia replication factor k (all nodes must agree).
+    pub replication_factor: usize,
+    /// Shards per service in the service index (all nodes must agree).
+    pub service_shards: u32,
+    /// Distinct record keys the store holds.
+    pub max_records: usize,
+    /// Provider records kept per key (above k so expired entries never block newcomers).
+    pub max_providers_per_key: usize,
+    /// Distinct provider keys the store holds.
+    pub max_provider_keys: usize,
+    /// Records cap.
+    pub limits: RecordLimits,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Self {
+            replication_factor: 20,
+            service_shards: 256,
+            max_records: 8192,
+            max_providers_per_key: 40,
+            max_provider_keys: 16384,
+            limits: RecordLimits::default(),
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Role.
+    pub role: Role,
+    /// Transport.
+    pub transport: TransportKind,
+    /// Addresses to listen on (empty for a NATed worker: it only dials out).
+    pub listen: Vec<Multiaddr>,
+    /// Seeds as `/ip4/../tcp/../p2p/<peer_id>` (the `/p2p` part is required).
+    pub seeds: Vec<Multiaddr>,
+    /// Addresses to announce as confirmed external addresses (a reachable node's public address).
+    pub external: Vec<Multiaddr>,
+    /// Node identity.
+    pub identity: Identity,
+    /// Optional pre-shared network key: peers without it cannot connect at all.
+    pub network_key: Option<PreSharedKey>,
+    /// Timings.
+    pub timings: Timings,
+    /// DHT and store sizes.
+    pub sizing: Sizing,
+    /// Metrics handles (register them into your registry with [`DhtMetrics::register`]).
+    pub metrics: DhtMetrics,
+    /// Capacity of the command queue and of the registry event channel.
+    pub channel_capacity: usize,
+}
+
+impl NodeConfig {
+    /// A config with production timings for `role`, a fresh in-memory identity, TCP, no
+    /// listen address and no seeds.
+    pub fn new(role: Role) -> Self {
+        Self {
+            role,
+            transport: TransportKind::Tcp,
+            listen: Vec::new(),
+            seeds: Vec::new(),
+            external: Vec::new(),
+            identity: Identity::Key(Keypair::generate_ed25519()),
+            network_key: None,
+            timings: Timings::default(),
+            sizing: Sizing::default(),
+            metrics: DhtMetrics::default(),
+            channel_capacity: 1024,
+        }
+    }
+
+    /// Checks the configuration before any socket is opened.
+    pub fn validate(&self) -> Result<(), DhtError> {
+        let t = &self.timings;
+        let bad = |m: &str| Err(DhtError::Config(m.to_owned()));
+        if t.record_ttl.is_zero() || t.record_ttl > self.sizing.limits.max_ttl {
+            return bad("record_ttl must be > 0 and <= the record max_ttl");
+        }
+        if t.refresh_interval.is_zero() || t.refresh_interval >= t.record_ttl {
+            return bad("refresh_interval must be > 0 and shorter than record_ttl");
+        }
+        if t.heartbeat_interval.is_zero() || t.query_timeout.is_zero() || t.sweep_interval.is_zero()
+        {
+            return bad("heartbeat_interval, query_timeout and sweep_interval must be > 0");
+        }
+        if self.sizing.replication_factor == 0 || self.sizing.service_shards == 0 {
+            return bad("replication_factor and service_shards must be > 0");
+        }
+        if self.sizing.service_shards > crate::keys::MAX_SHARDS {
+            return bad("service_shards must be <= 4096");
+        }
+        if self.role.is_server() && self.listen.is_empty() {
+            return bad("seeds, gateways and reachable workers need at least one listen address");
+        }
+        for seed in &self.seeds {
+            if crate::node::peer_of(seed).is_none() {
+                return Err(DhtError::Config(format!("seed {seed} lacks a /p2p/<peer_id> part")));
+            }
+        }
+        if self.channel_capacity == 0 {
+            return bad("channel_capacity must be > 0");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! The node: one task owns the Swarm; [`spawn`] returns the [`DhtHandle`] that drives it.
+//!
+//! Model: rust-libp2p `examples/file-sharing/src/network.rs`, changed so that nothing inside the
+//! loop ever awaits a channel (replies are oneshots; events go out on a broadcast channel),
+//! every query carries a deadline, query results accumulate across steps, and unknown events
+//! are logged rather than fatal.
+
+mod commands;
+mod events;
+mod queries;
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    gossipsub::IdentTopic,
+    identity::Keypair,
+    kad::{QueryId, RecordKey},
+    multiaddr::Protocol,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    DhtError,
+    behaviour::Behaviour,
+    config::{Identity, NodeConfig},
+    handle::{Command, DhtHandle, LoadSample},
+    identity::load_or_create_keypair,
+    keys,
+    metrics::DhtMetrics,
+    record::WorkerRecord,
+    registry::RegistryView,
+    signed::now_ms,
+    transport::build_swarm,
+};
+
+use self::queries::{FindJob, Pending};
+
+/// The peer id in a multiaddr's trailing `/p2p/<id>`.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// The last 6 characters of a peer id, for logs.
+fn short(peer: &PeerId) -> String {
+    let s = peer.to_base58();
+    s[s.len().saturating_sub(6)..].to_owned()
+}
+
+/// Starts a node on the current tokio runtime. It runs until `shutdown` is cancelled (or
+/// [`DhtHandle::shutdown`] is called). Configuration is validated and the listeners are open
+/// before this returns.
+pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandle, DhtError> {
+    config.validate()?;
+    let key = match &config.identity {
+        Identity::File(path) => load_or_create_keypair(path)?,
+        Identity::Key(k) => k.clone(),
+    };
+    let mut swarm = build_swarm(&config, &key)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| DhtError::Transport(format!("listen on {addr}: {e}")))?;
+    }
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
+    let topic = IdentTopic::new(keys::LOAD_TOPIC);
+    if config.role.subscribes() {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| DhtError::Config(format!("subscribe: {e}")))?;
+    }
+    let (tx, rx) = mpsc::channel(config.channel_capacity);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let metrics = config.metrics.clone();
+    let registry = RegistryView::new(config.channel_capacity, metrics.clone());
+    let cancel = shutdown.child_token();
+    let handle = DhtHandle {
+        tx,
+        peer_id: key.public().to_peer_id(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        cancel: cancel.clone(),
+        stopped: stopped_rx,
+        deadline: config.timings.query_timeout * 2 + Duration::from_secs(1),
+    };
+    let seeds = config
+        .seeds
+        .iter()
+        .filter_map(|a| Some((peer_of(a)?, a.clone())))
+        .filter(|(p, _)| *p != handle.peer_id)
+        .collect();
+    let mut el = EventLoop {
+        swarm,
+        key,
+        config,
+        commands: rx,
+        registry,
+        metrics,
+        topic,
+        seeds,
+        remote_addrs: HashMap::new(),
+        ping_failures: HashMap::new(),
+        queries: HashMap::new(),
+        jobs: HashMap::new(),
+        next_job: 0,
+        own: None,
+        provided: BTreeSet::new(),
+        heartbeat_seq: 0,
+        last_load: LoadSample::default(),
+        announce_due: false,
+        last_announce: Instant::now(),
+        fetching: HashSet::new(),
+        provider_keys: HashSet::new(),
+        last_seq: 0,
+        started_ms: now_ms(),
+        stored_seqs: HashMap::new(),
+    };
+    el.dial_seeds();
+    let span = tracing::debug_span!("dht", peer = %short(&el.local_peer()));
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            el.run(cancel).await;
+            let _ = stopped_tx.send(true);
+        },
+        span,
+    ));
+    Ok(handle)
+}
+
+/// Runs a node until `shutdown` is cancelled (the `run(config, shutdown)` entry point of a
+/// stand-alone seed).
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), DhtError> {
+    let handle = spawn(config, shutdown.clone())?;
+    shutdown.cancelled().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// This worker's own published record.
+struct OwnRecord {
+    template: WorkerRecord,
+    seq: u64,
+    expires_at_ms: u64,
+    /// `seq` of the last record whose content changed (announced over gossip).
+    content_seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// The task that owns the Swarm.
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    key: Keypair,
+    config: NodeConfig,
+    commands: mpsc::Receiver<Command>,
+    registry: RegistryView,
+    metrics: DhtMetrics,
+    topic: IdentTopic,
+    seeds: Vec<(PeerId, Multiaddr)>,
+    /// The address each connected peer reached us from / we reached it at.
+    remote_addrs: HashMap<PeerId, Multiaddr>,
+    ping_failures: HashMap<PeerId, u32>,
+    queries: HashMap<QueryId, Pending>,
+    jobs: HashMap<u64, FindJob>,
+    next_job: u64,
+    own: Option<OwnRecord>,
+    provided: BTreeSet<String>,
+    heartbeat_seq: u64,
+    last_load: LoadSample,
+    announce_due: bool,
+    last_announce: Instant,
+    /// Workers whose record is being fetched (deduplicates heartbeat-triggered lookups).
+    fetching: HashSet<PeerId>,
+    /// Provider keys held locally, swept for expired providers.
+    provider_keys: HashSet<RecordKey>,
+    last_seq: u64,
+    started_ms: u64,
+    /// `seq` of each record in the store (so newest-wins needs no second signature check).
+    stored_seqs: HashMap<RecordKey, u64>,
+}
+
+impl EventLoop {
+    async fn run(&mut self, cancel: CancellationToken) {
+        let t = self.config.timings;
+        let mut refresh = tokio::time::interval(t.refresh_interval);
+        let mut heartbeat = tokio::time::interval(t.heartbeat_interval);
+        let mut sweep = tokio::time::interval(t.sweep_interval);
+        let mut seed_check = tokio::time::interval(t.seed_check_interval);
+        let mut deadlines = tokio::time::interval(Duration::from_millis(100));
+        for i in [&mut refresh, &mut heartbeat, &mut sweep, &mut seed_check, &mut deadlines] {
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        refresh.reset();
+        heartbeat.reset();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                _ = refresh.tick() => self.refresh_own(),
+                _ = heartbeat.tick() => self.send_heartbeat(),
+                _ = sweep.tick() => self.sweep(),
+                _ = seed_check.tick() => self.check_seeds(),
+                _ = deadlines.tick() => {
+                    self.expire_queries();
+                    self.retry_announce();
+                }
+            }
+        }
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "dht node stopped");
+    }
+
+    fn local_peer(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Puts the seeds into the routing table and bootstraps; kad dials them (one connection
+    /// each; dialling here as well would open duplicates).
+    fn dial_seeds(&mut self) {
+        for (peer, addr) in &self.seeds {
+            self.swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+        }
+        if !self.seeds.is_empty() {
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                tracing::debug!(error = %e, "bootstrap");
+            }
+        }
+    }
+
+    /// Re-dials the seeds when no seed is connected (a seed restarted, or we were cut off).
+    fn check_seeds(&mut self) {
+        if self.seeds.is_empty() {
+            return;
+        }
+        let connected = self
+            .seeds
+            .iter()
+            .any(|(p, _)| self.swarm.is_connected(p));
+        if !connected {
+            self.dial_seeds();
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .retain(|_, r| !r.is_expired(now));
+        {
+            use libp2p::kad::store::RecordStore;
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            self.stored_seqs.retain(|k, _| store.get(k).is_some());
+        }
+        let keys: Vec<RecordKey> = self.provider_keys.iter().cloned().collect();
+        for key in keys {
+            use libp2p::kad::store::RecordStore;
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            let providers = store.providers(&key);
+            let mut live = 0;
+            for p in providers {
+                if p.is_expired(now) {
+                    store.remove_provider(&key, &p.provider);
+                } else {
+                    live += 1;
+                }
+            }
+            if live == 0 {
+                self.provider_keys.remove(&key);
+            }
+        }
+        let liveness = self
+            .config
+            .role
+            .subscribes()
+            .then_some(self.config.timings.liveness_timeout);
+        self.registry.sweep(now_ms(), now, liveness);
+    }
+}

@@ -1,0 +1,301 @@
+//! Commands from the handle, and this worker's own publication (record, providers, gossip).
+
+use std::time::{Duration, Instant};
+
+use libp2p::{
+    gossipsub::PublishError,
+    kad::{self, Quorum},
+};
+
+use super::{EventLoop, OwnRecord, queries::PendingKind};
+use crate::{
+    DhtError,
+    gossip::{GossipMessage, Heartbeat, Leave},
+    handle::{Command, Reply, Topology},
+    keys,
+    record::WorkerRecord,
+    registry::LeaveReason,
+    signed::{SignedRecord, now_ms},
+};
+
+impl EventLoop {
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::PublishRecord(record, reply) => self.publish_own(record, Some(reply)),
+            Command::Withdraw(reply) => {
+                self.withdraw();
+                let _ = reply.send(Ok(()));
+            }
+            Command::Provide(service, reply) => {
+                let _ = reply.send(self.provide(&service));
+            }
+            Command::Unprovide(service, reply) => {
+                self.unprovide(&service);
+                let _ = reply.send(Ok(()));
+            }
+            Command::FindWorkers(service, reply) => self.find_workers(service, reply),
+            Command::GetRecord(peer, reply) => self.start_get_record(peer, Some(reply), None),
+            Command::PublishLoad(sample, reply) => {
+                let state_changed = sample
+                    .state
+                    .is_some_and(|s| self.own.as_ref().is_some_and(|o| o.template.state != s));
+                self.last_load = sample;
+                if let Some(own) = self.own.as_mut() {
+                    own.template.load = sample.load;
+                    if let Some(s) = sample.state {
+                        own.template.state = s;
+                    }
+                }
+                if state_changed {
+                    self.refresh_own();
+                }
+                let _ = reply.send(self.send_heartbeat_inner());
+            }
+            Command::Topology(reply) => {
+                let _ = reply.send(Ok(self.topology()));
+            }
+            Command::Dial(addr, reply) => {
+                let r = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| DhtError::Transport(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::PutRaw(key, value, reply) => {
+                // Straight to the routing table's peers, skipping our own store (which would
+                // refuse some of what tests want to send).
+                let mut peers = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    peers.extend(bucket.iter().map(|e| *e.node.key.preimage()));
+                }
+                let record = kad::Record::new(key, value);
+                let id = self.swarm.behaviour_mut().kad.put_record_to(
+                    record,
+                    peers.into_iter(),
+                    Quorum::One,
+                );
+                self.track(id, PendingKind::Put { reply: None, seq: 0 });
+                let _ = reply.send(Ok(()));
+            }
+            Command::Disconnect(peer, reply) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn topology(&mut self) -> Topology {
+        let mut routing_table = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for e in bucket.iter() {
+                routing_table.push(*e.node.key.preimage());
+            }
+        }
+        let records_stored = {
+            use libp2p::kad::store::RecordStore;
+            self.swarm.behaviour_mut().kad.store_mut().records().count()
+        };
+        let gossip_peers = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, t)| !t.is_empty())
+            .count();
+        Topology {
+            peer_id: self.local_peer(),
+            server: self.swarm.behaviour_mut().kad.mode() == kad::Mode::Server,
+            listen_addrs: self.swarm.listeners().cloned().collect(),
+            connected_peers: self.swarm.connected_peers().copied().collect(),
+            connections: self.swarm.network_info().connection_counters().num_established() as usize,
+            routing_table,
+            records_stored,
+            gossip_peers,
+            registry_workers: self.registry.len(),
+        }
+    }
+
+    /// Signs `template` with a fresh seq and times, puts it, announces it, provides services.
+    fn publish_own(&mut self, mut template: WorkerRecord, reply: Option<Reply<u64>>) {
+        let now = now_ms();
+        let seq = (self.last_seq + 1).max(now);
+        let ttl = self.config.timings.record_ttl;
+        if template.started_at_ms == 0 {
+            template.started_at_ms = self.started_ms;
+        }
+        let mut rec = template.clone();
+        rec.seq = seq;
+        rec.issued_at_ms = now;
+        rec.expires_at_ms = now + ttl.as_millis() as u64;
+        let signed = match SignedRecord::sign(&self.key, rec, &self.config.sizing.limits, now) {
+            Ok(s) => s,
+            Err(reason) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(DhtError::Record(reason)));
+                }
+                return;
+            }
+        };
+        self.last_seq = seq;
+        let services: std::collections::BTreeSet<String> =
+            template.services.iter().cloned().collect();
+        let old: Vec<String> = self.provided.difference(&services).cloned().collect();
+        for s in old {
+            self.unprovide(&s);
+        }
+        for s in &services {
+            if !self.provided.contains(s) {
+                let _ = self.provide(s);
+            }
+        }
+        let key = keys::worker_key(&self.local_peer());
+        let mut record = kad::Record::new(key, signed.bytes.clone());
+        record.expires = Some(Instant::now() + ttl);
+        match self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+            Ok(id) => self.track(id, PendingKind::Put { reply, seq }),
+            Err(e) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(DhtError::Query(format!("local store: {e:?}"))));
+                }
+            }
+        }
+        let changed = self
+            .own
+            .as_ref()
+            .is_none_or(|o| !same_content(&o.template, &template));
+        let content_seq = match &self.own {
+            Some(o) if !changed => o.content_seq,
+            _ => seq,
+        };
+        self.own = Some(OwnRecord {
+            template,
+            seq,
+            expires_at_ms: signed.record.expires_at_ms,
+            content_seq,
+            bytes: signed.bytes,
+        });
+        if changed {
+            self.announce_due = true;
+            self.last_announce = Instant::now() - Duration::from_secs(3600);
+            self.retry_announce();
+        }
+    }
+
+    pub(super) fn refresh_own(&mut self) {
+        if let Some(own) = self.own.as_ref() {
+            let template = own.template.clone();
+            self.publish_own(template, None);
+        }
+    }
+
+    fn withdraw(&mut self) {
+        let Some(own) = self.own.take() else {
+            return;
+        };
+        let services: Vec<String> = self.provided.iter().cloned().collect();
+        for s in services {
+            self.unprovide(&s);
+        }
+        let key = keys::worker_key(&self.local_peer());
+        self.swarm.behaviour_mut().kad.remove_record(&key);
+        self.announce_due = false;
+        let msg = GossipMessage::Leave(Leave {
+            record_seq: own.seq,
+        });
+        let _ = self.publish_gossip(&msg);
+        let me = self.local_peer();
+        self.registry.remove(&me, LeaveReason::Withdrawn, None);
+    }
+
+    fn provide(&mut self, service: &str) -> Result<(), DhtError> {
+        if !keys::is_valid_service(service) {
+            return Err(DhtError::Config(format!("invalid service name {service:?}")));
+        }
+        let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
+        let key = keys::service_key(service, shard);
+        match self.swarm.behaviour_mut().kad.start_providing(key) {
+            Ok(id) => {
+                self.provided.insert(service.to_owned());
+                self.track(id, PendingKind::Provide);
+                Ok(())
+            }
+            Err(e) => Err(DhtError::Query(format!("local store: {e:?}"))),
+        }
+    }
+
+    fn unprovide(&mut self, service: &str) {
+        let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
+        let key = keys::service_key(service, shard);
+        self.swarm.behaviour_mut().kad.stop_providing(&key);
+        self.provided.remove(service);
+    }
+
+    pub(super) fn send_heartbeat(&mut self) {
+        let _ = self.send_heartbeat_inner();
+    }
+
+    fn send_heartbeat_inner(&mut self) -> Result<(), DhtError> {
+        let Some(own) = self.own.as_ref() else {
+            return Ok(());
+        };
+        self.heartbeat_seq += 1;
+        let hb = Heartbeat {
+            seq: self.heartbeat_seq,
+            at_ms: now_ms(),
+            record_seq: own.seq,
+            record_expires_at_ms: own.expires_at_ms,
+            content_seq: own.content_seq,
+            state: own.template.state,
+            load: self.last_load.load,
+            gpu_util_pct: self.last_load.gpu_util_pct,
+            vram_free_mib: self.last_load.vram_free_mib,
+        };
+        self.publish_gossip(&GossipMessage::Heartbeat(hb))
+    }
+
+    /// Announces the current record over gossip; retried (at most every 250 ms) until some
+    /// subscriber is known, and again whenever a new subscriber appears.
+    pub(super) fn retry_announce(&mut self) {
+        if !self.announce_due || self.last_announce.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        let Some(bytes) = self.own.as_ref().map(|o| o.bytes.clone()) else {
+            self.announce_due = false;
+            return;
+        };
+        self.last_announce = Instant::now();
+        if self.publish_gossip(&GossipMessage::Record(bytes)).is_ok() {
+            self.announce_due = false;
+        }
+    }
+
+    fn publish_gossip(&mut self, msg: &GossipMessage) -> Result<(), DhtError> {
+        let topic = self.topic.clone();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, msg.encode()) {
+            Ok(_) => {
+                self.metrics.message("gossip_out", 1);
+                Ok(())
+            }
+            Err(PublishError::Duplicate) => Ok(()),
+            Err(e) => Err(DhtError::Gossip(e.to_string())),
+        }
+    }
+}
+
+/// Whether two records differ only in fast-changing figures (load, host, GPU utilisation),
+/// which heartbeats carry; anything else is re-announced over gossip.
+fn same_content(a: &WorkerRecord, b: &WorkerRecord) -> bool {
+    let gpus = |r: &WorkerRecord| {
+        r.gpus
+            .iter()
+            .map(|g| (g.model.clone(), g.uuid.clone(), g.vram_total_mib))
+            .collect::<Vec<_>>()
+    };
+    a.state == b.state
+        && a.services == b.services
+        && a.capabilities == b.capabilities
+        && a.tunnel_url == b.tunnel_url
+        && a.agent_version == b.agent_version
+        && a.load.max_concurrency == b.load.max_concurrency
+        && gpus(a) == gpus(b)
+}

@@ -1,0 +1,136 @@
+//! Signed worker records: a libp2p `SignedEnvelope` around the JSON of a [`WorkerRecord`].
+//!
+//! The kad `publisher` field is not authenticated, so authenticity lives in the value: the
+//! envelope carries the worker's public key and signature, and a record is accepted only when that
+//! key's peer id equals both the peer id in the record and the one in the DHT key.
+
+use libp2p::{
+    PeerId,
+    core::SignedEnvelope,
+    identity::Keypair,
+    kad::RecordKey,
+};
+
+use crate::{
+    keys::{self, ParsedKey},
+    record::WorkerRecord,
+    validate::{MAX_GPUS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits, RejectReason},
+};
+
+/// Domain separation string of worker record signatures.
+pub const RECORD_DOMAIN: &str = "gpumesh-worker-record";
+/// Payload type of worker record envelopes.
+pub const RECORD_PAYLOAD_TYPE: &[u8] = b"/gpumesh/v1/worker";
+
+/// A verified (or freshly signed) worker record with its wire bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedRecord {
+    /// The signer, equal to `record.peer_id`.
+    pub peer_id: PeerId,
+    /// The record.
+    pub record: WorkerRecord,
+    /// The encoded envelope (the DHT value).
+    pub bytes: Vec<u8>,
+}
+
+impl SignedRecord {
+    /// Signs `record` with `key`. `record.peer_id` is set to the key's peer id. The result is
+    /// checked against `limits` and the schema so we never publish what others would refuse.
+    pub fn sign(
+        key: &Keypair,
+        mut record: WorkerRecord,
+        limits: &RecordLimits,
+        now_ms: u64,
+    ) -> Result<Self, RejectReason> {
+        let peer_id = key.public().to_peer_id();
+        record.peer_id = peer_id.to_base58();
+        let payload = serde_json::to_vec(&record).map_err(|_| RejectReason::Malformed)?;
+        let envelope = SignedEnvelope::new(
+            key,
+            RECORD_DOMAIN.to_owned(),
+            RECORD_PAYLOAD_TYPE.to_vec(),
+            payload,
+        )
+        .map_err(|_| RejectReason::BadSignature)?;
+        let bytes = envelope.into_protobuf_encoding();
+        Self::verify(&bytes, Some(&keys::worker_key(&peer_id)), limits, now_ms)
+    }
+
+    /// Decodes and verifies a value. With `key`, the key must be the worker key of the signer.
+    /// Checks size, envelope, signature, signer, times and schema (not `seq`: that needs state).
+    pub fn verify(
+        bytes: &[u8],
+        key: Option<&RecordKey>,
+        limits: &RecordLimits,
+        now_ms: u64,
+    ) -> Result<Self, RejectReason> {
+        if bytes.len() > limits.max_value_bytes {
+            return Err(RejectReason::Oversized);
+        }
+        let expected_peer = match key.map(keys::parse_key) {
+            None => None,
+            Some(Some(ParsedKey::Worker(p))) => Some(p),
+            Some(_) => return Err(RejectReason::UnknownNamespace),
+        };
+        let envelope =
+            SignedEnvelope::from_protobuf_encoding(bytes).map_err(|_| RejectReason::Malformed)?;
+        let (payload, signer) = envelope
+            .payload_and_signing_key(RECORD_DOMAIN.to_owned(), RECORD_PAYLOAD_TYPE)
+            .map_err(|e| match e {
+                libp2p::core::signed_envelope::ReadPayloadError::InvalidSignature => {
+                    RejectReason::BadSignature
+                }
+                _ => RejectReason::Malformed,
+            })?;
+        let signer = signer.to_peer_id();
+        let record: WorkerRecord =
+            serde_json::from_slice(payload).map_err(|_| RejectReason::Malformed)?;
+        if record.peer_id != signer.to_base58() || expected_peer.is_some_and(|p| p != signer) {
+            return Err(RejectReason::SignerMismatch);
+        }
+        check_times(&record, limits, now_ms)?;
+        check_schema(&record)?;
+        Ok(Self {
+            peer_id: signer,
+            record,
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
+fn check_times(r: &WorkerRecord, limits: &RecordLimits, now_ms: u64) -> Result<(), RejectReason> {
+    let max_ttl = limits.max_ttl.as_millis() as u64;
+    let skew = limits.max_skew.as_millis() as u64;
+    if r.expires_at_ms <= r.issued_at_ms
+        || r.expires_at_ms - r.issued_at_ms > max_ttl
+        || r.issued_at_ms > now_ms.saturating_add(skew)
+    {
+        return Err(RejectReason::BadTimes);
+    }
+    if r.expires_at_ms <= now_ms {
+        return Err(RejectReason::Expired);
+    }
+    Ok(())
+}
+
+fn check_schema(r: &WorkerRecord) -> Result<(), RejectReason> {
+    let text_ok = |s: &str| s.len() <= MAX_TEXT;
+    let ok = r.services.len() <= MAX_SERVICES
+        && r.services.iter().all(|s| keys::is_valid_service(s))
+        && r.capabilities.len() <= MAX_SERVICES
+        && r.capabilities.iter().all(|c| text_ok(c))
+        && r.tunnel_url.len() <= MAX_URL
+        && r.gpus.len() <= MAX_GPUS
+        && r.gpus.iter().all(|g| text_ok(&g.model) && text_ok(&g.uuid))
+        && text_ok(&r.agent_version);
+    if ok { Ok(()) } else { Err(RejectReason::Schema) }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+

@@ -1,0 +1,193 @@
+//! `ANY /api/service/{service}/{*path}` (forward) and `GET /api/route/{service}` (pick only).
+//!
+//! Requirements come from headers: `x-gpumesh-min-vram-gib` (free VRAM on one GPU, GiB),
+//! `x-gpumesh-gpu` (substring of the GPU model, any case), `x-gpumesh-capability`
+//! (comma-separated capability tags, all required).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::types::RouteResponse;
+use super::{AppState, ClientAddr, json};
+use crate::directory::{Finish, Requirements, valid_service_name};
+use crate::error::GatewayError;
+use crate::forward::Outbound;
+use crate::metrics::RequestLabels;
+
+/// Header: minimum free VRAM on one GPU, in GiB (a decimal number).
+pub const MIN_VRAM_HEADER: &str = "x-gpumesh-min-vram-gib";
+/// Header: GPU model filter (case-insensitive substring).
+pub const GPU_HEADER: &str = "x-gpumesh-gpu";
+/// Header: required capability tags, comma-separated.
+pub const CAPABILITY_HEADER: &str = "x-gpumesh-capability";
+
+/// Builds the scheduler requirements from the path's service and the request headers.
+///
+/// # Errors
+/// 400 [`GatewayError::BadRequest`] naming the bad header.
+pub fn requirements(service: &str, headers: &HeaderMap) -> Result<Requirements, GatewayError> {
+    if !valid_service_name(service) {
+        return Err(GatewayError::BadRequest(format!(
+            "service names are 1-64 of [A-Za-z0-9._-], got `{}`",
+            service.chars().take(64).collect::<String>()
+        )));
+    }
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| GatewayError::BadRequest(format!("{what}: {e}"));
+    let header = |name: &str| -> Result<Option<&str>, GatewayError> {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map(str::trim).map_err(|e| bad(name, &e)))
+            .transpose()
+    };
+    let mut req = Requirements::new(service).map_err(|e| bad("service", &e))?;
+    if let Some(v) = header(MIN_VRAM_HEADER)? {
+        let gib: f64 = v.parse().map_err(|e| bad(MIN_VRAM_HEADER, &e))?;
+        req = req
+            .with_min_free_vram_gib(gib)
+            .map_err(|e| bad(MIN_VRAM_HEADER, &e))?;
+    }
+    if let Some(v) = header(GPU_HEADER)? {
+        req = req.with_gpu_model(v).map_err(|e| bad(GPU_HEADER, &e))?;
+    }
+    if let Some(v) = header(CAPABILITY_HEADER)? {
+        for tag in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            req = req.with_tag(tag).map_err(|e| bad(CAPABILITY_HEADER, &e))?;
+        }
+    }
+    Ok(req)
+}
+
+/// Splits the raw (still percent-encoded) path into the service and the rest.
+fn split_path(raw: &str) -> Result<(String, String), GatewayError> {
+    let rest = raw.strip_prefix("/api/service/").unwrap_or_default();
+    let (service, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let dot_segment = path.split('/').any(|seg| {
+        let lower = seg.to_ascii_lowercase().replace("%2e", ".");
+        lower == "." || lower == ".."
+    });
+    if dot_segment {
+        return Err(GatewayError::BadRequest(
+            "`.` and `..` path segments are not forwarded".into(),
+        ));
+    }
+    Ok((service.to_owned(), path.to_owned()))
+}
+
+/// `ANY /api/service/{service}/{*path}`.
+///
+/// # Errors
+/// Any [`GatewayError`]; see docs/gateway.md.
+pub async fn forward(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let (service, path) = match split_path(parts.uri.path()) {
+        Ok(split) => split,
+        Err(e) => {
+            count_unrouted(&state, "unknown", &e, started);
+            return Err(e);
+        }
+    };
+    let requirements = match requirements(&service, &parts.headers) {
+        Ok(r) => r,
+        Err(e) => {
+            count_unrouted(&state, &service, &e, started);
+            return Err(e);
+        }
+    };
+    let outbound = Outbound {
+        service,
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        method: parts.method,
+        headers: parts.headers,
+        body,
+        client: client.0,
+        requirements,
+    };
+    // The forwarder counts its own outcomes.
+    state.forwarder.forward(&state.directory, outbound).await
+}
+
+fn count_unrouted(state: &AppState, service: &str, e: &GatewayError, started: Instant) {
+    let service = if state.directory.knows_service(service) {
+        service
+    } else {
+        "unknown"
+    };
+    let labels = RequestLabels {
+        service: service.to_owned(),
+        outcome: e.code().to_owned(),
+        source: "none".into(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// `GET /api/route/{service}`: the worker a request would go to now.
+///
+/// # Errors
+/// 400, 404, 503.
+pub async fn route(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let requirements = requirements(&service, &headers)?;
+    let now = Instant::now();
+    let picked = state.directory.pick(&requirements, None, now)?;
+    // Only a lookup: the client calls the worker itself, so the pick ends at once.
+    state
+        .directory
+        .finish(&picked, Finish::Cancelled, Duration::ZERO, now);
+    Ok(json(RouteResponse {
+        gpus: state.directory.gpus(&picked.id),
+        worker_id: picked.id,
+        url: picked.url.as_str().trim_end_matches('/').to_owned(),
+        source: picked.source.as_str().to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_keep_encoding_and_refuse_dot_segments() {
+        assert_eq!(
+            split_path("/api/service/ocr/v1/a%20b").unwrap(),
+            ("ocr".into(), "v1/a%20b".into())
+        );
+        assert_eq!(
+            split_path("/api/service/ocr").unwrap(),
+            ("ocr".into(), String::new())
+        );
+        assert!(split_path("/api/service/ocr/a/../../admin").is_err());
+        assert!(split_path("/api/service/ocr/%2E%2E/x").is_err());
+    }
+
+    #[test]
+    fn bad_requirement_headers_are_400() {
+        let mut h = HeaderMap::new();
+        h.insert(MIN_VRAM_HEADER, "lots".parse().unwrap());
+        assert!(matches!(
+            requirements("llm", &h),
+            Err(GatewayError::BadRequest(_))
+        ));
+        assert!(matches!(
+            requirements("no spaces", &HeaderMap::new()),
+            Err(GatewayError::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,171 @@
+//! Gateway configuration: typed values, checked before any socket opens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gpumesh_dht::Timings;
+use libp2p::Multiaddr;
+
+/// Everything `run` needs. Built by the CLI (or a test) and checked with [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address (`127.0.0.1:0` in tests).
+    pub listen: SocketAddr,
+    /// Whether to run a DHT node; `false` is coordinator-only mode (`DHT_ENABLED=false`).
+    pub dht_enabled: bool,
+    /// DHT TCP listen address (the port comes from `DHT_PORT` in the seed system's names).
+    pub dht_listen: SocketAddr,
+    /// Multiaddrs (`…/p2p/<peer id>`) of configured stable DHT nodes, listed in bootstrap.
+    pub seeds: Vec<String>,
+    /// Multiaddrs at which this gateway's own DHT node is reachable from outside.
+    pub dht_external_addrs: Vec<String>,
+    /// The DHT node's key file (created if missing); `None`: a fresh identity each start.
+    pub dht_identity_file: Option<PathBuf>,
+    /// Pre-shared network key file (libp2p pnet): peers without it cannot connect.
+    pub dht_network_key_file: Option<PathBuf>,
+    /// DHT timings; `None`: production values (tests use `Timings::fast()`).
+    pub dht_timings: Option<Timings>,
+    /// Bearer token of the coordinator fallback registry; `None` disables the registry.
+    pub registry_token: Option<String>,
+    /// How long a registry entry lives without a heartbeat.
+    pub registry_ttl: Duration,
+    /// Accept loopback, private, link-local and metadata upstreams, and plain http.
+    pub allow_private_upstreams: bool,
+    /// Upper bound on connecting to a worker.
+    pub connect_timeout: Duration,
+    /// Upper bound on waiting for a worker's response headers.
+    pub upstream_timeout: Duration,
+    /// Upper bound on a gap between two reads of a worker's response body.
+    pub read_timeout: Duration,
+    /// Largest request body forwarded to a worker, in bytes.
+    pub max_body_bytes: usize,
+    /// Bootstrap requests allowed per client IP per minute.
+    pub bootstrap_rate_per_min: u32,
+    /// Registry requests (register, heartbeat, deregister) allowed per client IP per minute.
+    pub registry_rate_per_min: u32,
+    /// `ttl` and `Cache-Control: max-age` of the bootstrap answer.
+    pub bootstrap_ttl: Duration,
+    /// Workers tried for one request when the first cannot be reached.
+    pub max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dht_enabled: true,
+            dht_listen: SocketAddr::from(([0, 0, 0, 0], 4001)),
+            seeds: Vec::new(),
+            dht_external_addrs: Vec::new(),
+            dht_identity_file: None,
+            dht_network_key_file: None,
+            dht_timings: None,
+            registry_token: None,
+            registry_ttl: Duration::from_secs(90),
+            allow_private_upstreams: false,
+            connect_timeout: Duration::from_secs(3),
+            upstream_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            max_body_bytes: 16 * 1024 * 1024,
+            bootstrap_rate_per_min: 60,
+            registry_rate_per_min: 120,
+            bootstrap_ttl: Duration::from_secs(3600),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A configuration that cannot work; the CLI maps it to exit code 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A seed multiaddr without a trailing `/p2p/<peer id>`.
+    #[error("seed `{0}` must be a multiaddr ending in /p2p/<peer id>")]
+    BadSeed(String),
+    /// An external address that is not a multiaddr.
+    #[error("DHT external address `{0}` is not a multiaddr")]
+    BadExternalAddr(String),
+    /// Coordinator-only mode with no way for workers to register.
+    #[error("the DHT is disabled and no registry token is set: no worker could ever be found")]
+    NoSource,
+    /// An empty registry token (it would accept `Authorization: Bearer `).
+    #[error("the registry token must not be empty")]
+    EmptyToken,
+    /// A zero duration, size or count where it would disable the gateway.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks the values together.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for seed in &self.seeds {
+            let parsed = seed.parse::<Multiaddr>().is_ok();
+            if !parsed || crate::api::bootstrap::parse_seed(seed).is_none() {
+                return Err(ConfigError::BadSeed(seed.clone()));
+            }
+        }
+        let bad_external = self
+            .dht_external_addrs
+            .iter()
+            .find(|a| a.parse::<Multiaddr>().is_err());
+        if let Some(bad) = bad_external {
+            return Err(ConfigError::BadExternalAddr(bad.clone()));
+        }
+        if self
+            .registry_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::EmptyToken);
+        }
+        if !self.dht_enabled && self.registry_token.is_none() {
+            return Err(ConfigError::NoSource);
+        }
+        let zeros: [(&'static str, bool); 8] = [
+            ("registry TTL", self.registry_ttl.is_zero()),
+            ("connect timeout", self.connect_timeout.is_zero()),
+            ("upstream timeout", self.upstream_timeout.is_zero()),
+            ("read timeout", self.read_timeout.is_zero()),
+            ("body limit", self.max_body_bytes == 0),
+            ("bootstrap rate limit", self.bootstrap_rate_per_min == 0),
+            ("registry rate limit", self.registry_rate_per_min == 0),
+            ("max attempts", self.max_attempts == 0),
+        ];
+        match zeros.into_iter().find(|(_, zero)| *zero) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_coordinator_only_needs_a_token() {
+        assert!(Config::default().validate().is_ok());
+        let cfg = Config {
+            dht_enabled: false,
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::NoSource)));
+        let cfg = Config {
+            seeds: vec!["/ip4/1.2.3.4/tcp/4001".into()],
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::BadSeed(_))));
+        let cfg = Config {
+            max_body_bytes: 0,
+            ..Config::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Zero("body limit"))
+        ));
+    }
+}

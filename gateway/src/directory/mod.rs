@@ -1,0 +1,514 @@
+//! The worker directory: the gateway's in-memory view of workers, fed by any source.
+//!
+//! Sources (the DHT registry view, the coordinator fallback registry) send
+//! [`DirectoryEvent`]s; the directory checks each record against the upstream policy, keeps the
+//! newest record per worker (by `seq`), mirrors it into the scheduler, and answers picks. No
+//! DHT lookup happens on the request path: picks read only this view.
+//!
+//! One worker id lives in one entry. When both sources know a worker, the record with the
+//! higher `seq` wins and the entry names the source it came from; a source may only remove
+//! entries it owns, so a DHT "leave" does not drop a worker still heartbeating to the registry.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::api::types::{GpuSummary, HeartbeatRequest, WorkerView};
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, RefusedLabels, WorkerCountLabels, WorkerLabels};
+use crate::policy::{PolicyError, UpstreamPolicy};
+use crate::select::Selector;
+
+mod records;
+
+pub use records::{MAX_ID_LEN, MAX_SERVICES, state_name, unix_ms, valid_service_name};
+use records::{check_record, gpu_summaries, to_view};
+
+pub use gpumesh_scheduler::{Requirements, WorkerKey};
+
+/// Where a worker's record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A signed record from the DHT.
+    Dht,
+    /// The coordinator fallback registry (`POST /api/workers/register`).
+    Registry,
+}
+
+impl Source {
+    /// `dht` or `registry`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Dht => "dht",
+            Source::Registry => "registry",
+        }
+    }
+}
+
+/// A change from a source.
+#[derive(Debug, Clone)]
+pub enum DirectoryEvent {
+    /// A worker joined or published a new record. `expires_at` bounds the entry's life
+    /// (the registry's TTL); `None` lets it live until the source removes it or the record's
+    /// own `expires_at_ms` passes.
+    Upsert {
+        /// The record.
+        record: Box<WorkerRecord>,
+        /// Its source.
+        source: Source,
+        /// Optional gateway-side expiry.
+        expires_at: Option<Instant>,
+    },
+    /// Fresh load (and state) for a worker this source owns, measured at `at_ms`.
+    Load {
+        /// Worker id.
+        id: String,
+        /// The load.
+        load: LoadInfo,
+        /// Its state now.
+        state: WorkerState,
+        /// When the worker measured it, ms since the Unix epoch.
+        at_ms: u64,
+        /// The source it came from.
+        source: Source,
+    },
+    /// A worker left (or its record expired) in this source.
+    Remove {
+        /// Worker id.
+        id: String,
+        /// The source it left.
+        source: Source,
+    },
+}
+
+/// Why a record was not taken into the view.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    /// The tunnel URL fails the upstream policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A malformed record (empty id, no service, bad service name).
+    #[error("invalid record: {0}")]
+    Invalid(&'static str),
+    /// An older `seq` than the record held.
+    #[error("stale record (seq {got} ≤ {have})")]
+    Stale {
+        /// Sequence number received.
+        got: u64,
+        /// Sequence number held.
+        have: u64,
+    },
+}
+
+/// How a forwarded request ended, for the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The worker answered and its body ended cleanly.
+    Success,
+    /// The worker failed (unreachable, timed out, 5xx, broken body).
+    Failure,
+    /// Neither: the client went away or sent too much. Frees the slot without judging.
+    Cancelled,
+}
+
+/// The worker a request goes to.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    /// The scheduler's handle (ends the pick).
+    pub key: WorkerKey,
+    /// Worker id.
+    pub id: String,
+    /// Its checked tunnel URL.
+    pub url: Url,
+    /// Where its record came from.
+    pub source: Source,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: WorkerRecord,
+    url: Url,
+    source: Source,
+    received_at: Instant,
+    expires_at: Option<Instant>,
+    in_flight: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    entries: HashMap<String, Entry>,
+    selector: Selector,
+}
+
+/// The in-memory worker view. Share it as `Arc<Directory>`.
+#[derive(Debug)]
+pub struct Directory {
+    state: Mutex<State>,
+    policy: UpstreamPolicy,
+    metrics: Metrics,
+}
+
+impl Directory {
+    /// An empty view applying `policy` to every record.
+    pub fn new(policy: UpstreamPolicy, metrics: Metrics, seed: u64) -> Self {
+        Self {
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                selector: Selector::new(seed),
+            }),
+            policy,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a source's change.
+    ///
+    /// # Errors
+    /// [`Refused`] when an upserted record is not taken (it is counted and logged too).
+    pub fn apply(&self, event: DirectoryEvent, now: Instant) -> Result<(), Refused> {
+        match event {
+            DirectoryEvent::Upsert {
+                record,
+                source,
+                expires_at,
+            } => {
+                let result = self.upsert(*record, source, expires_at, now);
+                if let Err(refused) = &result {
+                    let reason = match refused {
+                        Refused::Policy(_) => "upstream_policy",
+                        Refused::Invalid(_) => "invalid",
+                        Refused::Stale { .. } => "stale",
+                    };
+                    self.metrics
+                        .records_refused
+                        .get_or_create(&RefusedLabels {
+                            source: source.as_str().to_owned(),
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
+                    warn!(source = source.as_str(), %refused, "worker record refused");
+                }
+                result
+            }
+            DirectoryEvent::Load {
+                id,
+                load,
+                state,
+                at_ms,
+                source,
+            } => {
+                let mut state_guard = self.lock();
+                let State { entries, selector } = &mut *state_guard;
+                if let Some(entry) = entries.get_mut(&id).filter(|e| e.source == source) {
+                    let state_changed = entry.record.state != state;
+                    entry.record.load = load;
+                    entry.record.state = state;
+                    entry.received_at = now;
+                    selector.upsert(&entry.record, at_ms, now);
+                    // Gauges are refreshed each second by `expire`; only state changes
+                    // show at once (a heartbeat per worker per second must stay O(1)).
+                    if state_changed {
+                        self.update_counts(&state_guard);
+                    }
+                }
+                Ok(())
+            }
+            DirectoryEvent::Remove { id, source } => {
+                let mut state = self.lock();
+                if state.entries.get(&id).is_some_and(|e| e.source == source) {
+                    self.remove_locked(&mut state, &id);
+                    info!(worker = %id, source = source.as_str(), "worker left");
+                }
+                self.update_counts(&state);
+                Ok(())
+            }
+        }
+    }
+
+    fn upsert(
+        &self,
+        record: WorkerRecord,
+        source: Source,
+        expires_at: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        check_record(&record)?;
+        let url = self.policy.check_url(&record.tunnel_url)?;
+        let mut state = self.lock();
+        let in_flight = match state.entries.get(&record.peer_id) {
+            // A registry re-registration is authenticated by the token and replaces its own
+            // entry whatever the seq (an agent restarted without its counter).
+            Some(old)
+                if !(old.source == Source::Registry && source == Source::Registry)
+                    && (old.record.seq > record.seq
+                        || (old.record.seq == record.seq && old.source != source)) =>
+            {
+                return Err(Refused::Stale {
+                    got: record.seq,
+                    have: old.record.seq,
+                });
+            }
+            Some(old) => old.in_flight,
+            None => {
+                info!(worker = %record.peer_id, source = source.as_str(), url = %url, "worker joined");
+                0
+            }
+        };
+        let load_at_ms = if source == Source::Registry {
+            unix_ms()
+        } else {
+            record.issued_at_ms
+        };
+        state.selector.upsert(&record, load_at_ms, now);
+        let id = record.peer_id.clone();
+        let entry = Entry {
+            record,
+            url,
+            source,
+            received_at: now,
+            expires_at,
+            in_flight,
+        };
+        let new_state = entry.record.state;
+        let previous = state.entries.insert(id, entry);
+        if previous.is_none_or(|p| p.record.state != new_state || p.source != source) {
+            self.update_counts(&state);
+        }
+        Ok(())
+    }
+
+    fn remove_locked(&self, state: &mut State, id: &str) {
+        state.entries.remove(id);
+        state.selector.remove(id);
+        self.metrics.worker_in_flight.remove(&WorkerLabels {
+            worker: id.to_owned(),
+        });
+    }
+
+    fn update_counts(&self, state: &State) {
+        let mut counts: HashMap<WorkerCountLabels, i64> = HashMap::new();
+        for source in [Source::Dht, Source::Registry] {
+            for s in ["joining", "online", "draining"] {
+                counts.insert(
+                    WorkerCountLabels {
+                        source: source.as_str().into(),
+                        state: s.into(),
+                    },
+                    0,
+                );
+            }
+        }
+        for e in state.entries.values() {
+            let labels = WorkerCountLabels {
+                source: e.source.as_str().into(),
+                state: state_name(e.record.state).into(),
+            };
+            *counts.entry(labels).or_default() += 1;
+        }
+        for (labels, n) in counts {
+            self.metrics.workers.get_or_create(&labels).set(n);
+        }
+    }
+
+    /// Drops entries whose gateway-side expiry or record expiry has passed; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let wall_ms = unix_ms();
+        let mut state = self.lock();
+        let gone: Vec<String> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.expires_at.is_some_and(|t| t <= now)
+                    || (e.source == Source::Dht && e.record.expires_at_ms <= wall_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.remove_locked(&mut state, id);
+            info!(worker = %id, "worker expired");
+        }
+        self.update_counts(&state);
+        gone.len()
+    }
+
+    /// Refreshes a registry entry: new expiry and the heartbeat's fresh figures.
+    ///
+    /// # Errors
+    /// [`GatewayError::UnknownWorker`] when no registry entry has this id (it expired or never
+    /// registered): the agent should register again.
+    pub fn heartbeat(
+        &self,
+        id: &str,
+        beat: HeartbeatRequest,
+        expires_at: Instant,
+        now: Instant,
+    ) -> Result<(), GatewayError> {
+        let mut state = self.lock();
+        let State { entries, selector } = &mut *state;
+        let Some(entry) = entries.get_mut(id).filter(|e| e.source == Source::Registry) else {
+            return Err(GatewayError::UnknownWorker(id.to_owned()));
+        };
+        if let Some(load) = beat.load {
+            entry.record.load = load;
+        }
+        if let Some(gpus) = beat.gpus {
+            entry.record.gpus = gpus;
+        }
+        let state_changed = beat.state.is_some_and(|s| s != entry.record.state);
+        if let Some(s) = beat.state {
+            entry.record.state = s;
+        }
+        entry.expires_at = Some(expires_at);
+        entry.received_at = now;
+        selector.upsert(&entry.record, unix_ms(), now);
+        debug!(worker = %id, "registry heartbeat");
+        if state_changed {
+            self.update_counts(&state);
+        }
+        Ok(())
+    }
+
+    /// Removes a registry entry (`DELETE /api/workers/{id}`).
+    ///
+    /// # Errors
+    /// [`GatewayError::UnknownWorker`] when no registry entry has this id.
+    pub fn deregister(&self, id: &str) -> Result<(), GatewayError> {
+        let mut state = self.lock();
+        if !state
+            .entries
+            .get(id)
+            .is_some_and(|e| e.source == Source::Registry)
+        {
+            return Err(GatewayError::UnknownWorker(id.to_owned()));
+        }
+        self.remove_locked(&mut state, id);
+        self.update_counts(&state);
+        Ok(())
+    }
+
+    /// Picks a worker for a request, never `avoid` (the worker just found unreachable). The
+    /// request counts as in flight to it until [`Directory::finish`].
+    ///
+    /// # Errors
+    /// 404 [`GatewayError::UnknownService`] when no worker offers the service; 503
+    /// [`GatewayError::NoEligibleWorker`] with the scheduler's reason otherwise.
+    pub fn pick(
+        &self,
+        requirements: &Requirements,
+        avoid: Option<WorkerKey>,
+        now: Instant,
+    ) -> Result<Picked, GatewayError> {
+        let mut state = self.lock();
+        let State { entries, selector } = &mut *state;
+        let (key, id) = selector.pick(requirements, avoid, now)?;
+        let Some(entry) = entries.get_mut(&id) else {
+            selector.finish(key, Finish::Cancelled, Duration::ZERO, now);
+            return Err(GatewayError::NoEligibleWorker {
+                service: requirements.service().to_owned(),
+                reason: "the chosen worker just left".to_owned(),
+            });
+        };
+        entry.in_flight += 1;
+        self.metrics
+            .worker_in_flight
+            .get_or_create(&WorkerLabels { worker: id.clone() })
+            .set(i64::from(entry.in_flight));
+        Ok(Picked {
+            key,
+            url: entry.url.clone(),
+            source: entry.source,
+            id,
+        })
+    }
+
+    /// A request to the picked worker ended: in-flight −1, outcome and latency to the
+    /// scheduler.
+    pub fn finish(&self, picked: &Picked, outcome: Finish, latency: Duration, now: Instant) {
+        let mut state = self.lock();
+        let State { entries, selector } = &mut *state;
+        selector.finish(picked.key, outcome, latency, now);
+        if let Some(e) = entries.get_mut(&picked.id) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            self.metrics
+                .worker_in_flight
+                .get_or_create(&WorkerLabels {
+                    worker: picked.id.clone(),
+                })
+                .set(i64::from(e.in_flight));
+        }
+    }
+
+    /// Ids of the workers that came from `source`.
+    pub fn ids_from(&self, source: Source) -> Vec<String> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.source == source)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether any worker offers `service`.
+    pub fn knows_service(&self, service: &str) -> bool {
+        self.lock()
+            .entries
+            .values()
+            .any(|e| e.record.services.iter().any(|s| s == service))
+    }
+
+    /// Workers in the view.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every service offered, for bounded metric labels and the OpenAPI examples.
+    pub fn services(&self) -> BTreeSet<String> {
+        self.lock()
+            .entries
+            .values()
+            .flat_map(|e| e.record.services.iter().cloned())
+            .collect()
+    }
+
+    /// GPU summaries of one worker.
+    pub fn gpus(&self, id: &str) -> Vec<GpuSummary> {
+        self.lock()
+            .entries
+            .get(id)
+            .map(|e| gpu_summaries(&e.record))
+            .unwrap_or_default()
+    }
+
+    /// One worker as the API shows it.
+    pub fn view(&self, id: &str, now: Instant) -> Option<WorkerView> {
+        self.lock().entries.get(id).map(|e| to_view(e, now))
+    }
+
+    /// Every worker, sorted by id.
+    pub fn views(&self, now: Instant) -> Vec<WorkerView> {
+        let mut all: Vec<WorkerView> = self
+            .lock()
+            .entries
+            .values()
+            .map(|e| to_view(e, now))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The gateway's Prometheus metrics (prometheus-client; one registry shared with libp2p's).
+//!
+//! Labels are bounded: services known to the directory (anything else is `unknown`), route
+//! templates (never raw paths), outcomes from fixed lists, and worker ids whose series are
+//! removed when the worker leaves.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a forwarded (or refused) service request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Service name, or `unknown`.
+    pub service: String,
+    /// `ok`, `upstream_5xx`, or an error code such as `worker_failed`.
+    pub outcome: String,
+    /// `dht`, `registry`, or `none` when no worker was chosen.
+    pub source: String,
+}
+
+/// Labels with a service only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// Service name.
+    pub service: String,
+}
+
+/// Labels of the worker-count gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerCountLabels {
+    /// `dht` or `registry`.
+    pub source: String,
+    /// `joining`, `online` or `draining`.
+    pub state: String,
+}
+
+/// Labels naming one worker.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Worker id.
+    pub worker: String,
+}
+
+/// Labels of a refused record.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `dht` or `registry`.
+    pub source: String,
+    /// `upstream_policy` or `invalid`.
+    pub reason: String,
+}
+
+/// Labels with an outcome only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `rate_limited`, an error code, …
+    pub outcome: String,
+}
+
+/// Labels of a registry call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    /// `register`, `heartbeat` or `deregister`.
+    pub op: String,
+    /// `ok` or an error code.
+    pub outcome: String,
+}
+
+/// Labels of every HTTP request the gateway answers.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route template (`/api/service/{service}/{*path}`) or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// All gateway metric families. Cheap to clone (each family is an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Service requests by service, outcome and worker source.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from request to the end of the response body, by service and outcome.
+    pub request_duration: HistogramFamily<RequestLabels>,
+    /// Requests re-sent to another worker after the first could not be reached.
+    pub retries: Family<ServiceLabels, Counter>,
+    /// Workers in the view by source and state.
+    pub workers: Family<WorkerCountLabels, Gauge>,
+    /// Requests in flight per worker (series removed when the worker leaves).
+    pub worker_in_flight: Family<WorkerLabels, Gauge>,
+    /// Records refused before entering the view.
+    pub records_refused: Family<RefusedLabels, Counter>,
+    /// Bootstrap requests by outcome.
+    pub bootstrap_requests: Family<OutcomeLabels, Counter>,
+    /// Coordinator registry requests by operation and outcome.
+    pub registry_requests: Family<RegistryLabels, Counter>,
+    /// Every HTTP answer by route template and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates the families and registers them under `gpumesh_gateway_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
+            workers: Family::default(),
+            worker_in_flight: Family::default(),
+            records_refused: Family::default(),
+            bootstrap_requests: Family::default(),
+            registry_requests: Family::default(),
+            http_requests: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("gpumesh_gateway");
+        r.register(
+            "requests",
+            "Service requests by outcome and worker source",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Service request time until the response body ends",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "retries",
+            "Requests re-sent to another worker",
+            m.retries.clone(),
+        );
+        r.register(
+            "workers",
+            "Workers in the view by source and state",
+            m.workers.clone(),
+        );
+        r.register(
+            "worker_in_flight",
+            "Requests in flight per worker",
+            m.worker_in_flight.clone(),
+        );
+        r.register(
+            "records_refused",
+            "Worker records refused",
+            m.records_refused.clone(),
+        );
+        r.register(
+            "bootstrap_requests",
+            "Bootstrap requests",
+            m.bootstrap_requests.clone(),
+        );
+        r.register(
+            "registry_requests",
+            "Fallback registry requests",
+            m.registry_requests.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP answers by route and status",
+            m.http_requests.clone(),
+        );
+        m
+    }
+
+    /// Counts a registry call.
+    pub fn registry_call(&self, op: &str, outcome: &str) {
+        self.registry_requests
+            .get_or_create(&RegistryLabels {
+                op: op.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,214 @@
+//! Upstream policy: which URLs taken from worker records the gateway will ever call.
+//!
+//! A worker record names a URL the gateway calls on behalf of frontends, so a hostile record
+//! could point it at the gateway's own host, its private network or a cloud metadata service
+//! (SSRF). By default only `https` URLs to public addresses pass. The check runs twice: on the
+//! URL when a record enters the directory, and on every address DNS returns at connect time
+//! ([`GuardedResolver`]), so a public name that resolves to a private address is refused too.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+/// Why a URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not a URL.
+    #[error("not a valid URL")]
+    Invalid,
+    /// A scheme other than https (or http when private upstreams are allowed).
+    #[error("scheme `{0}` is not allowed (https only)")]
+    Scheme(String),
+    /// User info, a query or a fragment: a tunnel URL is a plain base.
+    #[error("the URL must not carry credentials, a query or a fragment")]
+    Extras,
+    /// A loopback, private, link-local, metadata or otherwise non-public address.
+    #[error("address {0} is not public")]
+    PrivateAddress(IpAddr),
+    /// `localhost` and friends.
+    #[error("host `{0}` is local")]
+    LocalName(String),
+}
+
+/// The upstream policy: `https` to public addresses, unless private upstreams are allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPolicy {
+    allow_private: bool,
+}
+
+impl UpstreamPolicy {
+    /// A policy; `allow_private` admits loopback/private targets and plain http (demo, tests).
+    pub fn new(allow_private: bool) -> Self {
+        Self { allow_private }
+    }
+
+    /// Whether private upstreams are allowed.
+    pub fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
+    /// Parses and checks a tunnel URL, returning it without a trailing slash in the path.
+    ///
+    /// # Errors
+    /// The [`PolicyError`] that refuses it.
+    pub fn check_url(&self, raw: &str) -> Result<Url, PolicyError> {
+        let url = Url::parse(raw).map_err(|_| PolicyError::Invalid)?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_private => {}
+            other => return Err(PolicyError::Scheme(other.to_owned())),
+        }
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(PolicyError::Extras);
+        }
+        match url.host() {
+            None => return Err(PolicyError::Invalid),
+            Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
+            Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
+            Some(Host::Domain(name)) => {
+                let lower = name.to_ascii_lowercase();
+                let local = lower == "localhost"
+                    || lower.ends_with(".localhost")
+                    || lower.ends_with(".local")
+                    || lower.ends_with(".internal")
+                    || lower == "metadata";
+                if local && !self.allow_private {
+                    return Err(PolicyError::LocalName(lower));
+                }
+            }
+        }
+        Ok(url)
+    }
+
+    /// Checks one resolved address.
+    ///
+    /// # Errors
+    /// [`PolicyError::PrivateAddress`] when the address is not public and that is not allowed.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), PolicyError> {
+        if self.allow_private || is_public(ip) {
+            Ok(())
+        } else {
+            Err(PolicyError::PrivateAddress(ip))
+        }
+    }
+}
+
+/// Whether an address is a public unicast address (not loopback, private, link-local, CGNAT,
+/// metadata, documentation, multicast, broadcast or unspecified).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            is_public_v6(v6)
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // includes 169.254.169.254, the cloud metadata service
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking 198.18/15
+        || a >= 240)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 can reach private v4
+}
+
+/// A DNS resolver for the forwarding client that drops addresses the policy refuses, so a
+/// record naming a public-looking host that resolves to a private address is never called.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    policy: UpstreamPolicy,
+}
+
+impl GuardedResolver {
+    /// A resolver enforcing `policy`.
+    pub fn new(policy: UpstreamPolicy) -> Arc<Self> {
+        Arc::new(Self { policy })
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| policy.check_ip(addr.ip()).is_ok())
+                .collect();
+            if resolved.is_empty() {
+                return Err(format!("`{host}` resolves to no allowed address").into());
+            }
+            let addrs: Addrs = Box::new(resolved.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_refuses_private_and_plain_http() {
+        let p = UpstreamPolicy::new(false);
+        assert!(p.check_url("https://w1.example.com").is_ok());
+        assert!(p.check_url("https://203.0.113.9:8443/base").is_err()); // documentation range
+        assert!(p.check_url("https://8.8.8.8").is_ok());
+        for bad in [
+            "http://w1.example.com",
+            "https://127.0.0.1",
+            "https://10.1.2.3",
+            "https://192.168.0.1",
+            "https://172.16.4.4",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1",
+            "https://[::1]",
+            "https://[fe80::1]",
+            "https://[fd00::1]",
+            "https://[::ffff:10.0.0.1]",
+            "https://localhost:8443",
+            "https://x.localhost",
+            "https://0.0.0.0",
+            "https://user:pw@w1.example.com",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(p.check_url(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn allow_private_admits_loopback_http() {
+        let p = UpstreamPolicy::new(true);
+        assert!(p.check_url("http://127.0.0.1:9000").is_ok());
+        assert!(p.check_url("ftp://127.0.0.1").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Where the record goes: the DHT when it can be joined, else the gateway registry; back to
+//! the DHT as soon as it recovers.
+
+use gpumesh_dht::record::WorkerRecord;
+use tracing::info;
+
+use super::dht_link::DhtLink;
+use super::registry_link::RegistryLink;
+
+/// Which channel carries the record now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Published in the DHT.
+    Dht,
+    /// Registered with the gateway's HTTP registry.
+    Registry,
+    /// Not published anywhere (no URL yet, or every channel is failing).
+    Nowhere,
+}
+
+#[derive(Debug)]
+pub(crate) struct Announcer {
+    pub(crate) dht: Option<DhtLink>,
+    pub(crate) registry: Option<RegistryLink>,
+    route: Route,
+}
+
+impl Announcer {
+    pub(crate) fn new(dht: Option<DhtLink>, registry: Option<RegistryLink>) -> Self {
+        Self {
+            dht,
+            registry,
+            route: Route::Nowhere,
+        }
+    }
+
+    pub(crate) fn route(&self) -> Route {
+        self.route
+    }
+
+    fn set_route(&mut self, r: Route) {
+        if r != self.route {
+            info!(from = ?self.route, to = ?r, "record route changed");
+            self.route = r;
+        }
+    }
+
+    /// Publishes the full record. Tries the DHT first (joining if needed, within its backoff);
+    /// on success leaves the registry. `refresh_only` says nothing material changed: the
+    /// registry then gets a heartbeat instead of a new registration. Returns whether some
+    /// channel holds the record.
+    pub(crate) async fn publish(&mut self, record: &WorkerRecord, refresh_only: bool) -> bool {
+        if let Some(dht) = &mut self.dht
+            && dht.ensure_joined().await
+            && dht.publish(record).await
+        {
+            if let Some(reg) = &mut self.registry
+                && reg.is_registered()
+            {
+                reg.withdraw().await;
+            }
+            self.set_route(Route::Dht);
+            return true;
+        }
+        if let Some(reg) = &mut self.registry
+            && (if refresh_only && reg.is_registered() {
+                reg.beat(record).await
+            } else {
+                reg.publish(record).await
+            })
+        {
+            self.set_route(Route::Registry);
+            return true;
+        }
+        self.set_route(Route::Nowhere);
+        false
+    }
+
+    /// A load heartbeat on the current route.
+    pub(crate) async fn heartbeat(&mut self, record: &WorkerRecord) {
+        match self.route {
+            Route::Dht => {
+                if let Some(dht) = &mut self.dht {
+                    dht.heartbeat(record).await;
+                }
+            }
+            Route::Registry => {
+                if let Some(reg) = &mut self.registry {
+                    reg.heartbeat(record).await;
+                }
+            }
+            Route::Nowhere => {}
+        }
+    }
+
+    /// Withdraws the record everywhere.
+    pub(crate) async fn withdraw(&mut self) {
+        if let Some(dht) = &mut self.dht
+            && dht.is_joined()
+        {
+            dht.withdraw().await;
+        }
+        if let Some(reg) = &mut self.registry {
+            reg.withdraw().await;
+        }
+        self.set_route(Route::Nowhere);
+    }
+}

@@ -1,0 +1,185 @@
+//! The agent: configuration, `probe_once`, and `run(config, shutdown)`.
+
+mod announcer;
+mod config;
+mod dht_link;
+mod event_loop;
+mod registry_link;
+
+pub use announcer::Route;
+pub use config::{AgentConfig, valid_service_name};
+pub use event_loop::AgentReport;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpumesh_dht::record::{LoadInfo, WorkerRecord};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::bootstrap::Bootstrapper;
+use crate::coordinator::Coordinator;
+use crate::error::AgentError;
+use crate::load::LoadEndpoint;
+use crate::mock::MockService;
+use crate::record::{Identity, RecordBuilder, system_clock, worker_state};
+use crate::sampler::Sampler;
+use crate::tunnel::{Tunnel, TunnelConfig};
+use announcer::Announcer;
+use dht_link::{DhtLink, DhtSettings};
+use event_loop::EventLoop;
+use registry_link::RegistryLink;
+
+/// The node key file inside the state directory.
+pub fn key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.key")
+}
+
+/// The worker id: the base58 peer id of the node key in `<state_dir>/node.key` (an Ed25519
+/// libp2p key, created on first use). The same id is used in the DHT and in the registry, and
+/// it survives restarts, so the gateway sees one worker, not a new one per restart.
+pub fn worker_id(state_dir: &Path) -> Result<String, AgentError> {
+    std::fs::create_dir_all(state_dir)?;
+    let key = gpumesh_dht::identity::load_or_create_keypair(&key_path(state_dir))
+        .map_err(|e| AgentError::Identity(e.to_string()))?;
+    Ok(key.public().to_peer_id().to_base58())
+}
+
+fn identity(config: &AgentConfig) -> Result<Identity, AgentError> {
+    Ok(Identity {
+        peer_id: worker_id(&config.state_dir)?,
+        services: config.services.clone(),
+        capabilities: config.capabilities.clone(),
+    })
+}
+
+/// Measures once and returns exactly the record the agent would publish now
+/// (`gpumesh agent --probe-once --json`), state included (the upstream's health is checked
+/// once). With a quick tunnel there is no URL yet: the record then has an empty `tunnel_url`,
+/// and the agent would not publish it.
+pub async fn probe_once(config: &AgentConfig) -> Result<WorkerRecord, AgentError> {
+    if let Some(s) = config.services.iter().find(|s| !valid_service_name(s)) {
+        return Err(AgentError::Config(format!("bad service name `{s}`")));
+    }
+    let sampler = Sampler::new(config.gpu.open(config.fake_seed)?)?;
+    let warm = sampler.clone();
+    let _ = tokio::task::spawn_blocking(move || warm.warm_up_blocking()).await;
+    let sample = sampler.sample().await;
+    let url = match &config.tunnel {
+        TunnelConfig::PublicUrl(u) => u.clone(),
+        TunnelConfig::Cloudflared(c) => c
+            .named
+            .as_ref()
+            .map(|n| n.public_url.clone())
+            .unwrap_or_default(),
+    };
+    let ttl = config.refresh_every * 2;
+    let mut builder = RecordBuilder::new(identity(config)?, ttl, system_clock());
+    let load = LoadInfo {
+        max_concurrency: config.max_concurrency,
+        ..LoadInfo::default()
+    };
+    let up = config.mock.is_some() || {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| AgentError::Http(e.to_string()))?;
+        let health = format!(
+            "{}{}",
+            config.upstream.trim_end_matches('/'),
+            config.health_path
+        );
+        event_loop::service_up(&http, &health).await
+    };
+    let state = worker_state(false, !url.is_empty(), up, sample.gpu_error.is_none());
+    Ok(builder.build(state, &url, &sample, load))
+}
+
+/// Runs the agent until `shutdown` is cancelled, then drains (publish `draining`, wait for
+/// in-flight work up to the grace period, withdraw) and returns.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<AgentReport, AgentError> {
+    config.validate()?;
+    let http_err = |e: reqwest::Error| AgentError::Http(e.to_string());
+    let sampler = Sampler::new(config.gpu.open(config.fake_seed)?)?;
+    info!(gpu_source = %sampler.source_kind(), services = ?config.services, "agent starting");
+    let warm = sampler.clone();
+    let _ = tokio::task::spawn_blocking(move || warm.warm_up_blocking()).await;
+
+    // Parts that outlive the main loop until the drain is over.
+    let parts = CancellationToken::new();
+    let load = LoadEndpoint::bind(config.report_listen, parts.clone()).await?;
+    let mut cfg = config;
+    let mock = match cfg.mock.clone() {
+        Some(mut m) => {
+            m.report_url = Some(load.report_url());
+            let svc = MockService::spawn(m).await?;
+            cfg.upstream = svc.url();
+            Some(svc)
+        }
+        None => None,
+    };
+    if let TunnelConfig::Cloudflared(c) = &mut cfg.tunnel {
+        c.upstream.clone_from(&cfg.upstream);
+    }
+    let tunnel = Tunnel::start(cfg.tunnel.clone(), parts.clone());
+
+    let dht = if cfg.dht_enabled {
+        let boot = Bootstrapper::new(
+            cfg.bootstrap_url.clone(),
+            Some(cfg.state_dir.join("seeds.json")),
+        )
+        .map_err(http_err)?;
+        let mut timings = cfg.dht_timings.unwrap_or_default();
+        if cfg.dht_timings.is_none() {
+            timings.refresh_interval = cfg.refresh_every;
+            timings.record_ttl = (cfg.refresh_every * 3).min(Duration::from_secs(600));
+            timings.heartbeat_interval = timings
+                .heartbeat_interval
+                .min(cfg.load_every.max(Duration::from_secs(1)));
+        }
+        let settings = DhtSettings {
+            key_path: key_path(&cfg.state_dir),
+            port: cfg.dht_port,
+            timings,
+            join_timeout: cfg.dht_join_timeout,
+            shutdown: parts.clone(),
+        };
+        Some(DhtLink::new(boot, settings))
+    } else {
+        info!("DHT disabled: coordinator registry only");
+        None
+    };
+    let registry = match (cfg.registry_base(), &cfg.registry_token) {
+        (Some(base), Some(token)) => Some(RegistryLink::new(
+            Coordinator::new(&base, token.clone()).map_err(http_err)?,
+        )),
+        _ => None,
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(http_err)?;
+    let health_url = format!("{}{}", cfg.upstream.trim_end_matches('/'), cfg.health_path);
+    let builder = RecordBuilder::new(identity(&cfg)?, cfg.refresh_every * 2, system_clock());
+    let event_loop = EventLoop {
+        sampler,
+        builder,
+        announcer: Announcer::new(dht, registry),
+        tunnel: tunnel.subscribe(),
+        load: load.subscribe(),
+        mock,
+        health_url,
+        http,
+        cfg,
+    };
+    let report = event_loop.run(shutdown).await;
+    parts.cancel();
+    tunnel.stopped().await;
+    info!(?report, "agent stopped");
+    Ok(report)
+}

@@ -1,0 +1,126 @@
+//! The coordinator-fallback link: register, heartbeat and deregister over HTTP.
+
+use std::time::{Duration, Instant};
+
+use gpumesh_dht::record::WorkerRecord;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::coordinator::{Coordinator, CoordinatorError, HeartbeatRequest};
+
+/// The worker's standing with the gateway registry.
+#[derive(Debug)]
+pub(crate) struct RegistryLink {
+    client: Coordinator,
+    registered: Option<String>,
+    heartbeat_every: Duration,
+    last_beat: Option<Instant>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl RegistryLink {
+    pub(crate) fn new(client: Coordinator) -> Self {
+        Self {
+            client,
+            registered: None,
+            heartbeat_every: Duration::from_secs(30),
+            last_beat: None,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            retry_at: None,
+        }
+    }
+
+    pub(crate) fn calls(&self) -> u64 {
+        self.client.calls()
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    fn backing_off(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn failed(&mut self, what: &str, e: &CoordinatorError) {
+        let d = self.backoff.next_delay();
+        warn!(error = %e, retry_in = ?d, "registry {what} failed");
+        self.retry_at = Some(Instant::now() + d);
+    }
+
+    /// Registers the full record (also used after a material change: the registry replaces
+    /// the entry). Returns whether the gateway now holds this record.
+    pub(crate) async fn publish(&mut self, record: &WorkerRecord) -> bool {
+        if self.backing_off() {
+            return false;
+        }
+        match self.client.register(record).await {
+            Ok(r) => {
+                if self.registered.is_none() {
+                    info!(worker = %r.worker_id, "registered with the gateway registry");
+                }
+                self.heartbeat_every = Duration::from_secs(r.heartbeat_interval_secs.clamp(1, 300));
+                self.registered = Some(r.worker_id);
+                self.last_beat = Some(Instant::now());
+                self.backoff.reset();
+                self.retry_at = None;
+                true
+            }
+            Err(e) => {
+                self.failed("register", &e);
+                false
+            }
+        }
+    }
+
+    /// A heartbeat with fresh load and GPU figures, at the gateway's suggested period (the
+    /// registry is a central service: it does not get the DHT's fast load beats).
+    pub(crate) async fn heartbeat(&mut self, record: &WorkerRecord) {
+        let due = self
+            .last_beat
+            .is_none_or(|t| t.elapsed() >= self.heartbeat_every);
+        if due && !self.backing_off() {
+            self.beat(record).await;
+        }
+    }
+
+    /// A heartbeat now; re-registers when the gateway forgot the worker. Returns whether the
+    /// gateway holds fresh figures.
+    pub(crate) async fn beat(&mut self, record: &WorkerRecord) -> bool {
+        let Some(id) = self.registered.clone() else {
+            return self.publish(record).await;
+        };
+        let beat = HeartbeatRequest {
+            state: Some(record.state),
+            load: Some(record.load),
+            gpus: Some(record.gpus.clone()),
+        };
+        match self.client.heartbeat(&id, &beat).await {
+            Ok(()) => {
+                self.last_beat = Some(Instant::now());
+                self.backoff.reset();
+                true
+            }
+            Err(CoordinatorError::Unknown(_)) => {
+                info!("registry forgot this worker; registering again");
+                self.registered = None;
+                self.publish(record).await
+            }
+            Err(e) => {
+                self.failed("heartbeat", &e);
+                false
+            }
+        }
+    }
+
+    /// Removes the worker from the registry (drain, or moving back to the DHT).
+    pub(crate) async fn withdraw(&mut self) {
+        if let Some(id) = self.registered.take() {
+            match self.client.deregister(&id).await {
+                Ok(()) | Err(CoordinatorError::Unknown(_)) => info!("left the gateway registry"),
+                Err(e) => warn!(error = %e, "deregister failed; the entry will expire"),
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! [`Scheduler`]: the stateful API the gateway calls (and each simulated gateway runs).
+
+use std::time::Duration;
+
+use rand::RngCore;
+
+use crate::candidates::Candidates;
+use crate::config::SchedulerConfig;
+use crate::policy::{Policy, PolicyKind};
+use crate::table::{Table, WorkerKey};
+use crate::worker::{PublishedLoad, WorkerState, WorkerView};
+use crate::{NoEligible, Requirements};
+
+/// Weight of one success in the fleet's latency-per-unit-speed average.
+const FLEET_ALPHA: f64 = 0.02;
+
+/// How a request ended, as far as the scheduler cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker answered successfully; the latency is a sample.
+    Success,
+    /// The worker's fault: connection error, 5xx, timeout. Raises the cost; repeated ones eject.
+    Failure,
+    /// Neither: the client went away, or the request was never sent. Only ends the in-flight.
+    Cancelled,
+}
+
+/// A chosen worker. Exactly one [`Scheduler::on_finish`] call must follow each pick, when the
+/// response ends (for streams: at the end of the body), so that in-flight counts stay right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "every pick must be finished with Scheduler::on_finish"]
+pub struct Pick {
+    /// The worker.
+    pub key: WorkerKey,
+    /// When the pick was made (the `now` passed to `pick`).
+    pub started_at: Duration,
+}
+
+/// A worker's figures for metrics and debugging.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerSnapshot {
+    /// Worker id.
+    pub id: String,
+    /// Published state.
+    pub state: WorkerState,
+    /// Health flag.
+    pub healthy: bool,
+    /// Relative speed used.
+    pub speed: f64,
+    /// This scheduler's in-flight requests to it.
+    pub in_flight: u32,
+    /// Published load (in-flight + queued).
+    pub published_load: u32,
+    /// Latency estimate now, seconds.
+    pub latency_s: f64,
+    /// Picks so far.
+    pub picks: u64,
+    /// Successes so far.
+    pub successes: u64,
+    /// Failures so far.
+    pub failures: u64,
+    /// Seconds until its ejection ends, if ejected.
+    pub ejected_for_s: Option<f64>,
+}
+
+/// Pure worker selection: a worker table plus a [`Policy`] (gpumesh's by default).
+///
+/// Time is injected: every call takes `now` as a [`Duration`] since an epoch the caller
+/// chooses (the gateway: `Instant::now() - start`; the simulator: simulated time), and
+/// randomness comes from the caller's RNG. Nothing here does I/O or reads a clock.
+#[derive(Debug)]
+pub struct Scheduler {
+    table: Table,
+    cfg: SchedulerConfig,
+    policy: Box<dyn Policy>,
+    /// Fleet average of latency × speed over successes, seconds (0 until the first sample).
+    latency_per_speed: f64,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self::new(SchedulerConfig::GPUMESH)
+    }
+}
+
+impl Scheduler {
+    /// gpumesh's policy with `cfg`.
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        Self::with_policy(cfg, PolicyKind::Gpumesh.build())
+    }
+
+    /// A named policy with the settings it is defined with (reference policies: tower's).
+    pub fn for_policy(kind: PolicyKind) -> Self {
+        Self::with_policy(kind.config(), kind.build())
+    }
+
+    /// Any policy with any settings.
+    pub fn with_policy(cfg: SchedulerConfig, policy: Box<dyn Policy>) -> Self {
+        Self {
+            table: Table::default(),
+            cfg,
+            policy,
+            latency_per_speed: 0.0,
+        }
+    }
+
+    /// The policy's name (as in `gpumesh sim`).
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.cfg
+    }
+
+    /// Known workers.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// No workers known.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
+    /// Adds a worker or replaces its view (a newer record); live figures survive a replace.
+    pub fn upsert_worker(&mut self, view: WorkerView, now: Duration) -> WorkerKey {
+        let seed = self.seed_for(view.effective_speed());
+        self.table.upsert(view, now, seed)
+    }
+
+    /// Replaces a worker's published load (a load heartbeat); `false` if unknown.
+    pub fn update_load(&mut self, id: &str, load: PublishedLoad) -> bool {
+        self.table.update_load(id, load)
+    }
+
+    /// Sets a worker's state; `false` if unknown.
+    pub fn set_state(&mut self, id: &str, state: WorkerState) -> bool {
+        self.table.view_mut(id).map(|v| v.state = state).is_some()
+    }
+
+    /// Sets a worker's health flag (from health checks); `false` if unknown.
+    pub fn set_healthy(&mut self, id: &str, healthy: bool) -> bool {
+        self.table.view_mut(id).map(|v| v.healthy = healthy).is_some()
+    }
+
+    /// Overrides a worker's relative speed (`None`: from its GPU models); `false` if unknown.
+    pub fn set_speed(&mut self, id: &str, speed: Option<f64>) -> bool {
+        self.table.set_speed(id, speed)
+    }
+
+    /// Forgets a worker; outstanding picks of it are ignored when they finish.
+    pub fn remove_worker(&mut self, id: &str) -> Option<WorkerView> {
+        self.table.remove(id)
+    }
+
+    /// The handle of a worker id.
+    pub fn key_of(&self, id: &str) -> Option<WorkerKey> {
+        self.table.key_of(id)
+    }
+
+    /// The id behind a handle (`None` once removed).
+    pub fn worker_id(&self, key: WorkerKey) -> Option<&str> {
+        self.table.get_key(key).map(|e| e.view.id.as_str())
+    }
+
+    /// The view behind a handle.
+    pub fn view(&self, key: WorkerKey) -> Option<&WorkerView> {
+        self.table.get_key(key).map(|e| &e.view)
+    }
+
+    /// This scheduler's in-flight count for a worker.
+    pub fn in_flight(&self, key: WorkerKey) -> Option<u32> {
+        self.table.get_key(key).map(|e| e.in_flight)
+    }
+
+    /// Chooses a worker for `req` and counts the request as in flight to it. No allocation
+    /// on success.
+    pub fn pick(
+        &mut self,
+        req: &Requirements,
+        now: Duration,
+        rng: &mut dyn RngCore,
+    ) -> Result<Pick, NoEligible> {
+        self.pick_inner(req, None, now, rng)
+    }
+
+    /// Like [`Scheduler::pick`] but never `avoid` (a retry after the first worker failed
+    /// before the request reached it).
+    pub fn pick_other(
+        &mut self,
+        req: &Requirements,
+        avoid: WorkerKey,
+        now: Duration,
+        rng: &mut dyn RngCore,
+    ) -> Result<Pick, NoEligible> {
+        let avoid = self.table.get_key(avoid).map(|e| e.key.slot);
+        self.pick_inner(req, avoid, now, rng)
+    }
+
+    fn pick_inner(
+        &mut self,
+        req: &Requirements,
+        avoid: Option<u32>,
+        now: Duration,
+        rng: &mut dyn RngCore,
+    ) -> Result<Pick, NoEligible> {
+        let Some(list) = self.table.service_list(req.service()) else {
+            return Err(if self.table.len() == 0 {
+                NoEligible::NoWorkers
+            } else {
+                NoEligible::NoWorkerForService {
+                    service: req.service().to_owned(),
+                }
+            });
+        };
+        let candidates = Candidates {
+            table: &self.table,
+            list,
+            req,
+            now,
+            cfg: &self.cfg,
+            latency_per_speed: self.fleet_latency_per_speed(),
+            avoid,
+        };
+        let chosen = self.policy.choose(&candidates, rng);
+        let Some(slot) = chosen.filter(|&s| candidates.is_eligible(s)) else {
+            return Err(candidates.diagnose());
+        };
+        let key = self.table.entry(slot).key;
+        if let Some(e) = self.table.entry_mut_by_key(key) {
+            e.in_flight = e.in_flight.saturating_add(1);
+            e.picks += 1;
+        }
+        self.policy.on_pick(slot);
+        Ok(Pick {
+            key,
+            started_at: now,
+        })
+    }
+
+    /// Ends a pick: the in-flight count drops, and the outcome feeds the latency estimate
+    /// and the failure record. Unknown or stale keys are ignored.
+    pub fn on_finish(&mut self, key: WorkerKey, outcome: Outcome, latency: Duration, now: Duration) {
+        let fleet = self.fleet_latency_per_speed();
+        let cfg = self.cfg;
+        let Some(e) = self.table.entry_mut_by_key(key) else {
+            return;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        let prior = fleet / e.speed.max(1e-3);
+        let rest = match cfg.decay_target {
+            crate::config::DecayTarget::Zero => 0.0,
+            crate::config::DecayTarget::ClassPrior => prior,
+        };
+        let speed = e.speed;
+        match outcome {
+            Outcome::Success => {
+                e.successes += 1;
+                e.ejection.on_success();
+                observe(&mut e.latency, latency, now, &cfg, rest);
+                let sample = latency.as_secs_f64() * speed;
+                self.latency_per_speed = if self.latency_per_speed == 0.0 {
+                    sample
+                } else {
+                    self.latency_per_speed + FLEET_ALPHA * (sample - self.latency_per_speed)
+                };
+            }
+            Outcome::Failure => {
+                e.failures += 1;
+                let recorded = match cfg.failure_penalty {
+                    None => latency,
+                    Some(mult) => {
+                        let current = e.latency.estimate(now, cfg.decay, rest);
+                        let floor = (mult * prior).max(2.0 * current);
+                        latency.max(Duration::from_secs_f64(floor.min(1e6)))
+                    }
+                };
+                // A failure jumps the estimate (a peak), whatever the success weights.
+                e.latency.observe_per_sample(recorded, now, (1.0, 0.0), cfg.decay, rest);
+                let key = e.key;
+                let may_eject = self.ejected_share_below_cap(now);
+                if let Some(e) = self.table.entry_mut_by_key(key) {
+                    let cfg_ej = if may_eject {
+                        cfg.ejection
+                    } else {
+                        crate::ejection::EjectionConfig::DISABLED
+                    };
+                    e.ejection.on_failure(now, &cfg_ej);
+                }
+            }
+            Outcome::Cancelled => {}
+        }
+    }
+
+    /// Every worker's figures (allocates; for metrics and debug pages).
+    pub fn snapshot(&self, now: Duration) -> Vec<WorkerSnapshot> {
+        let fleet = self.fleet_latency_per_speed();
+        self.table
+            .iter()
+            .map(|e| {
+                let rest = match self.cfg.decay_target {
+                    crate::config::DecayTarget::Zero => 0.0,
+                    crate::config::DecayTarget::ClassPrior => fleet / e.speed.max(1e-3),
+                };
+                WorkerSnapshot {
+                    id: e.view.id.clone(),
+                    state: e.view.state,
+                    healthy: e.view.healthy,
+                    speed: e.speed,
+                    in_flight: e.in_flight,
+                    published_load: e.view.load.total(),
+                    latency_s: e.latency.estimate(now, self.cfg.decay, rest),
+                    picks: e.picks,
+                    successes: e.successes,
+                    failures: e.failures,
+                    ejected_for_s: e
+                        .ejection
+                        .until()
+                        .filter(|&u| u > now)
+                        .map(|u| (u - now).as_secs_f64()),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether one more ejection keeps the ejected share within
+    /// [`crate::ejection::EjectionConfig::max_ejected_share`] (O(n); only on failures).
+    fn ejected_share_below_cap(&self, now: Duration) -> bool {
+        let ejected = self
+            .table
+            .iter()
+            .filter(|e| e.ejection.is_ejected(now))
+            .count();
+        let cap = (self.table.len() as f64 * self.cfg.ejection.max_ejected_share).ceil() as usize;
+        ejected < cap.max(1)
+    }
+
+    /// Fleet latency per unit speed, falling back to the default RTT before any sample.
+    fn fleet_latency_per_speed(&self) -> f64 {
+        if self.latency_per_speed > 0.0 {
+            self.latency_per_speed
+        } else {
+            self.cfg.default_rtt.as_secs_f64()
+        }
+    }
+
+    fn seed_for(&self, speed: f64) -> Duration {
+        if self.cfg.seed_from_class {
+            let s = self.fleet_latency_per_speed() / speed.max(1e-3);
+            Duration::from_secs_f64(s.clamp(0.0, 1e6))
+        } else {
+            self.cfg.default_rtt
+        }
+    }
+}
+
+fn observe(
+    ewma: &mut crate::ewma::PeakEwma,
+    sample: Duration,
+    now: Duration,
+    cfg: &SchedulerConfig,
+    rest: f64,
+) {
+    match cfg.per_sample_weights {
+        Some(w) => ewma.observe_per_sample(sample, now, w, cfg.decay, rest),
+        None => ewma.observe(sample, now, cfg.decay, rest),
+    }
+}

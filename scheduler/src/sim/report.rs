@@ -1,0 +1,318 @@
+//! Turning runs into figures: percentiles in mean service times, shares, scenario metrics;
+//! medians over seeds; markdown and JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::engine::{RunOutput, RunSpec};
+use super::scenario::{BASE_SERVICE_S, Scenario};
+use crate::policy::PolicyKind;
+
+/// Share of the earliest requests left out of latency figures (the empty-system transient).
+const WARMUP: f64 = 0.05;
+
+/// One policy's figures (latencies in mean service times at speed 1.0).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PolicyResult {
+    /// Policy name.
+    pub policy: String,
+    /// Median latency.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Successful requests per simulated second.
+    pub throughput: f64,
+    /// Failed or rejected requests.
+    pub errors: u64,
+    /// Successes ÷ requests.
+    pub success_ratio: f64,
+    /// Publication interval Δ of this row, seconds (0: continuous).
+    pub publish_interval_s: f64,
+    /// Per GPU class: traffic share ÷ capacity share (1.0 = proportionate).
+    pub traffic_vs_capacity: BTreeMap<String, f64>,
+    /// `fast-fail`: the failing worker's largest share of arrivals in any 1 s window that
+    /// starts 1 s or more after the failure began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_share_after_1s: Option<f64>,
+    /// `fast-fail`: its share in the first second of the failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_share_first_1s: Option<f64>,
+    /// `join`: seconds from joining to the first request, worst joiner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_first_request_s: Option<f64>,
+    /// `join`: most requests at a joiner (serving + queued) in its first 5 s, ÷ its slots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_peak_per_slot: Option<f64>,
+}
+
+/// One scenario's results: the `gpumesh sim --json` object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScenarioReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Offered load ρ.
+    pub load: f64,
+    /// Fleet size.
+    pub workers: usize,
+    /// First seed.
+    pub seed: u64,
+    /// Seeds run (figures are medians over them).
+    pub seeds: u64,
+    /// Requests per run.
+    pub requests: usize,
+    /// Service-time distribution.
+    pub service: String,
+    /// One row per policy (and publication interval).
+    pub results: Vec<PolicyResult>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+/// Figures of one run.
+pub fn summarise(
+    scenario: Scenario,
+    spec: &RunSpec,
+    kind: PolicyKind,
+    publish_interval: f64,
+    out: &RunOutput,
+) -> PolicyResult {
+    let recs = &out.records;
+    let skip = (recs.len() as f64 * WARMUP) as usize;
+    let mut lat: Vec<f64> = recs[skip..]
+        .iter()
+        .map(|r| r.latency / BASE_SERVICE_S)
+        .filter(|l| l.is_finite())
+        .collect();
+    lat.sort_unstable_by(f64::total_cmp);
+    let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
+    let ok = recs.iter().filter(|r| r.ok).count() as u64;
+    let last_response = recs
+        .iter()
+        .map(|r| r.arrival + r.latency)
+        .filter(|t| t.is_finite())
+        .fold(0.0, f64::max);
+    let total = recs.len() as u64;
+
+    // Traffic vs capacity per GPU class (after warm-up).
+    let mut traffic: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
+    for &(model, speed, slots) in &spec.fleet {
+        *capacity.entry(model).or_default() += speed * f64::from(slots);
+        traffic.entry(model).or_default();
+    }
+    let mut sent = 0.0;
+    for r in &recs[skip..] {
+        if let Some(&(model, _, _)) = spec.fleet.get(r.worker as usize) {
+            *traffic.entry(model).or_default() += 1.0;
+            sent += 1.0;
+        }
+    }
+    let cap_total: f64 = capacity.values().sum();
+    let traffic_vs_capacity = capacity
+        .iter()
+        .map(|(&m, &c)| {
+            let t = traffic.get(m).copied().unwrap_or(0.0) / f64::max(sent, 1.0);
+            (m.to_owned(), t / (c / cap_total))
+        })
+        .collect();
+
+    let mut result = PolicyResult {
+        policy: kind.name().to_owned(),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        p999: percentile(&lat, 0.999),
+        mean,
+        throughput: ok as f64 / last_response.max(1e-9),
+        errors: total - ok,
+        success_ratio: ok as f64 / total.max(1) as f64,
+        publish_interval_s: publish_interval,
+        traffic_vs_capacity,
+        failing_share_after_1s: None,
+        failing_share_first_1s: None,
+        join_first_request_s: None,
+        join_peak_per_slot: None,
+    };
+    if let (Scenario::FastFail, Some((w, from))) = (scenario, spec.fail) {
+        let share = |a: f64, b: f64| {
+            let in_window = recs.iter().filter(|r| r.arrival >= a && r.arrival < b);
+            let (n, to_w) = in_window.fold((0u64, 0u64), |(n, k), r| {
+                (n + 1, k + u64::from(r.worker == w as u32))
+            });
+            to_w as f64 / n.max(1) as f64
+        };
+        result.failing_share_first_1s = Some(share(from, from + 1.0));
+        let last = recs.last().map_or(from, |r| r.arrival);
+        let mut worst: f64 = 0.0;
+        let mut t = from + 1.0;
+        while t + 1.0 <= last {
+            worst = worst.max(share(t, t + 1.0));
+            t += 0.25;
+        }
+        result.failing_share_after_1s = Some(worst);
+    }
+    if scenario == Scenario::Join && !spec.joiners.is_empty() {
+        let mut worst_first: f64 = 0.0;
+        for w in spec.joiners.clone() {
+            let first = recs
+                .iter()
+                .find(|r| r.worker == w as u32)
+                .map_or(f64::INFINITY, |r| r.arrival - spec.join_at);
+            worst_first = worst_first.max(first);
+        }
+        result.join_first_request_s = Some(worst_first);
+        let peak = out.joiner_peak.iter().copied().max().unwrap_or(0);
+        let slots = spec.fleet[spec.joiners.start].2.max(1);
+        result.join_peak_per_slot = Some(f64::from(peak) / f64::from(slots));
+    }
+    result
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_unstable_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// Field-wise median over seeds (the first result's names and keys).
+pub fn median_of(runs: Vec<PolicyResult>) -> PolicyResult {
+    let Some(first) = runs.first().cloned() else {
+        unreachable!("at least one seed runs")
+    };
+    if runs.len() == 1 {
+        return first;
+    }
+    let m = |f: &dyn Fn(&PolicyResult) -> f64| median(runs.iter().map(f).collect());
+    let mo = |f: &dyn Fn(&PolicyResult) -> Option<f64>| {
+        f(&first).map(|_| median(runs.iter().filter_map(f).collect()))
+    };
+    PolicyResult {
+        policy: first.policy.clone(),
+        p50: m(&|r| r.p50),
+        p99: m(&|r| r.p99),
+        p999: m(&|r| r.p999),
+        mean: m(&|r| r.mean),
+        throughput: m(&|r| r.throughput),
+        errors: m(&|r| r.errors as f64).round() as u64,
+        success_ratio: m(&|r| r.success_ratio),
+        publish_interval_s: first.publish_interval_s,
+        traffic_vs_capacity: first
+            .traffic_vs_capacity
+            .keys()
+            .map(|k| {
+                let v = median(
+                    runs.iter()
+                        .filter_map(|r| r.traffic_vs_capacity.get(k).copied())
+                        .collect(),
+                );
+                (k.clone(), v)
+            })
+            .collect(),
+        failing_share_after_1s: mo(&|r| r.failing_share_after_1s),
+        failing_share_first_1s: mo(&|r| r.failing_share_first_1s),
+        join_first_request_s: mo(&|r| r.join_first_request_s),
+        join_peak_per_slot: mo(&|r| r.join_peak_per_slot),
+    }
+}
+
+fn num(x: f64) -> String {
+    if !x.is_finite() {
+        "—".to_owned()
+    } else if x.abs() >= 1000.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+impl ScenarioReport {
+    /// A markdown section: heading, settings line and one table.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "### {}\n", self.scenario);
+        let _ = writeln!(
+            s,
+            "ρ = {}, {} workers, {} requests, {} service times, seed {} ({} seed{}, medians). \
+             Latencies in mean service times (H100).\n",
+            self.load,
+            self.workers,
+            self.requests,
+            self.service,
+            self.seed,
+            self.seeds,
+            if self.seeds == 1 { "" } else { "s" }
+        );
+        let stale = self.scenario == Scenario::Stale.name();
+        let mut extra = Vec::new();
+        if self.results.iter().any(|r| r.failing_share_after_1s.is_some()) {
+            extra.push("failing share 1st s / max after 1 s");
+        }
+        if self.results.iter().any(|r| r.join_first_request_s.is_some()) {
+            extra.push("joiner first request (s) / peak per slot");
+        }
+        let _ = write!(s, "| policy |");
+        if stale {
+            let _ = write!(s, " Δ (s) |");
+        }
+        let _ = write!(
+            s,
+            " p50 | p99 | p99.9 | mean | req/s | errors | success | traffic ÷ capacity |"
+        );
+        for e in &extra {
+            let _ = write!(s, " {e} |");
+        }
+        let _ = writeln!(s);
+        let cols = 9 + usize::from(stale) + extra.len();
+        let _ = writeln!(s, "|{}", "---|".repeat(cols));
+        for r in &self.results {
+            let _ = write!(s, "| {} |", r.policy);
+            if stale {
+                let _ = write!(s, " {} |", r.publish_interval_s);
+            }
+            let shares: Vec<String> = r
+                .traffic_vs_capacity
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = write!(
+                s,
+                " {} | {} | {} | {} | {} | {} | {:.4} | {} |",
+                num(r.p50),
+                num(r.p99),
+                num(r.p999),
+                num(r.mean),
+                num(r.throughput),
+                r.errors,
+                r.success_ratio,
+                shares.join(", ")
+            );
+            if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
+                let _ = write!(s, " {a:.4} / {b:.4} |");
+            }
+            if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_per_slot) {
+                let _ = write!(s, " {a:.3} / {b:.2} |");
+            }
+            let _ = writeln!(s);
+        }
+        s
+    }
+
+    /// The machine-readable object (see issue 2's contract).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
