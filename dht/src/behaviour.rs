@@ -32,7 +32,15 @@ impl Behaviour {
         let k = NonZeroUsize::new(s.replication_factor)
             .ok_or_else(|| DhtError::Config("replication_factor must be > 0".into()))?;
 
+        let bucket = if config.role.is_server() {
+            s.server_bucket_size
+        } else {
+            s.client_bucket_size
+        };
+        let bucket = NonZeroUsize::new(bucket)
+            .ok_or_else(|| DhtError::Config("bucket size must be > 0".into()))?;
         let mut kc = kad::Config::new(keys::KAD_PROTOCOL);
+        kc.set_kbucket_size(bucket);
         kc.set_replication_factor(k)
             .set_query_timeout(t.query_timeout)
             .set_record_ttl(Some(t.record_ttl))

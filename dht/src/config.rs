@@ -133,6 +133,12 @@ impl Timings {
 pub struct Sizing {
     /// Kademlia replication factor k (all nodes must agree).
     pub replication_factor: usize,
+    /// Routing-table bucket size of DHT servers (seeds, gateways, reachable workers).
+    pub server_bucket_size: usize,
+    /// Routing-table bucket size of client-mode workers. libp2p-kad preallocates all 256
+    /// buckets (about 40 KiB per entry of bucket size), and a client only needs enough servers
+    /// to start its lookups from, so this is the main lever on per-worker memory.
+    pub client_bucket_size: usize,
     /// Shards per service in the service index (all nodes must agree).
     pub service_shards: u32,
     /// Distinct record keys the store holds.
@@ -149,6 +155,8 @@ impl Default for Sizing {
     fn default() -> Self {
         Self {
             replication_factor: 20,
+            server_bucket_size: 20,
+            client_bucket_size: 2,
             service_shards: 256,
             max_records: 8192,
             max_providers_per_key: 40,
@@ -218,8 +226,12 @@ impl NodeConfig {
         {
             return bad("heartbeat_interval, query_timeout and sweep_interval must be > 0");
         }
-        if self.sizing.replication_factor == 0 || self.sizing.service_shards == 0 {
-            return bad("replication_factor and service_shards must be > 0");
+        if self.sizing.replication_factor == 0
+            || self.sizing.service_shards == 0
+            || self.sizing.server_bucket_size == 0
+            || self.sizing.client_bucket_size == 0
+        {
+            return bad("replication_factor, bucket sizes and service_shards must be > 0");
         }
         if self.sizing.service_shards > crate::keys::MAX_SHARDS {
             return bad("service_shards must be <= 4096");

@@ -139,9 +139,9 @@ def pct(text, p):
     v, u = float(m.group(1)), m.group(2)
     return v * {"us": 1, "ms": 1000, "s": 1e6}[u]
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", thr)
-cpu = (t1 - t0) / hz * 1e6 / total(thr) if t1 > t0 else float("nan")
+cpu = f"{(t1 - t0) / hz * 1e6 / total(thr):.1f}" if t1 > t0 else "—"
 print(f"| {name} | {rps(thr):,.0f} | {pct(lat, 50):.0f} | {pct(lat, 99):.0f} | {pct(thr, 99):.0f} | "
-      f"{cpu:.1f} | {errs.group(1) if errs else 0} |")
+      f"{cpu} | {errs.group(1) if errs else 0} |")
 PY
 }
 

@@ -79,7 +79,8 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+/// A histogram family with the gateway's latency buckets.
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// All gateway metric families. Cheap to clone (each family is an `Arc`).
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Shared};
 use crate::config::{Config, ConfigError};
 use crate::dht::{self, DhtSnapshot, DhtStatus};
 use crate::directory::Directory;
@@ -60,7 +60,7 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
     let seed = u64::from(std::process::id()) ^ crate::directory::unix_ms();
     let directory = Arc::new(Directory::new(policy, metrics.clone(), seed));
     let forwarder = Forwarder::new(&config, metrics.clone())?;
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         bootstrap_limiter: Arc::new(RateLimiter::per_minute(config.bootstrap_rate_per_min)),
         registry_limiter: Arc::new(RateLimiter::per_minute(config.registry_rate_per_min)),
         dht: Arc::new(DhtStatus::new(config.dht_enabled)),
@@ -69,7 +69,7 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
         forwarder,
         metrics,
         registry: Arc::new(registry),
-    })
+    }))
 }
 
 /// A gateway bound to its HTTP port (and running its DHT node), not yet serving.

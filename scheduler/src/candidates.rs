@@ -142,11 +142,10 @@ impl<'a> Candidates<'a> {
         for slot in self.eligible() {
             let w = self.worker(slot).capacity().max(1e-9);
             let key = rng.random::<f64>().ln() / w;
-            let (min_i, min_k) = keys[..k]
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f64::INFINITY), |(bi, bk), (i, x)| if x < bk { (i, x) } else { (bi, bk) });
+            let (min_i, min_k) = keys[..k].iter().copied().enumerate().fold(
+                (0, f64::INFINITY),
+                |(bi, bk), (i, x)| if x < bk { (i, x) } else { (bi, bk) },
+            );
             if key > min_k {
                 keys[min_i] = key;
                 out[min_i] = slot;
@@ -191,7 +190,10 @@ impl<'a> Candidates<'a> {
         if others <= 0.0 {
             return own;
         }
-        let age = self.now.saturating_sub(published.published_at).as_secs_f64();
+        let age = self
+            .now
+            .saturating_sub(published.published_at)
+            .as_secs_f64();
         let w = (-age / self.cfg.load_age_tau.as_secs_f64().max(1e-9)).exp();
         own + others * w
     }

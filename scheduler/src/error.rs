@@ -47,7 +47,9 @@ pub enum NoEligible {
         model: String,
     },
     /// Workers serve it, but none has enough free VRAM on one GPU.
-    #[error("no worker serving `{service}` has {required_mib} MiB free on one GPU (most is {best_mib} MiB)")]
+    #[error(
+        "no worker serving `{service}` has {required_mib} MiB free on one GPU (most is {best_mib} MiB)"
+    )]
     NotEnoughVram {
         /// The requested service.
         service: String,

@@ -73,7 +73,8 @@ pub struct Scheduler {
     table: Table,
     cfg: SchedulerConfig,
     policy: Box<dyn Policy>,
-    /// Fleet average of latency × speed over successes, seconds (0 until the first sample).
+    /// Fleet average of (latency estimate × speed) after each success, seconds (0 until the
+    /// first sample).
     latency_per_speed: f64,
 }
 
@@ -142,7 +143,10 @@ impl Scheduler {
 
     /// Sets a worker's health flag (from health checks); `false` if unknown.
     pub fn set_healthy(&mut self, id: &str, healthy: bool) -> bool {
-        self.table.view_mut(id).map(|v| v.healthy = healthy).is_some()
+        self.table
+            .view_mut(id)
+            .map(|v| v.healthy = healthy)
+            .is_some()
     }
 
     /// Overrides a worker's relative speed (`None`: from its GPU models); `false` if unknown.
@@ -242,7 +246,13 @@ impl Scheduler {
 
     /// Ends a pick: the in-flight count drops, and the outcome feeds the latency estimate
     /// and the failure record. Unknown or stale keys are ignored.
-    pub fn on_finish(&mut self, key: WorkerKey, outcome: Outcome, latency: Duration, now: Duration) {
+    pub fn on_finish(
+        &mut self,
+        key: WorkerKey,
+        outcome: Outcome,
+        latency: Duration,
+        now: Duration,
+    ) {
         let fleet = self.fleet_latency_per_speed();
         let cfg = self.cfg;
         let Some(e) = self.table.entry_mut_by_key(key) else {
@@ -260,7 +270,10 @@ impl Scheduler {
                 e.successes += 1;
                 e.ejection.on_success();
                 observe(&mut e.latency, latency, now, &cfg, rest);
-                let sample = latency.as_secs_f64() * speed;
+                // The fleet figure averages the workers' *estimates* (per unit speed), not raw
+                // samples, so a newcomer seeded with it reads like a typical worker under the
+                // same estimator, with the same bias towards peaks.
+                let sample = e.latency.estimate(now, cfg.decay, rest) * speed;
                 self.latency_per_speed = if self.latency_per_speed == 0.0 {
                     sample
                 } else {
@@ -278,7 +291,8 @@ impl Scheduler {
                     }
                 };
                 // A failure jumps the estimate (a peak), whatever the success weights.
-                e.latency.observe_per_sample(recorded, now, (1.0, 0.0), cfg.decay, rest);
+                e.latency
+                    .observe_per_sample(recorded, now, (1.0, 0.0), cfg.decay, rest);
                 let key = e.key;
                 let may_eject = self.ejected_share_below_cap(now);
                 if let Some(e) = self.table.entry_mut_by_key(key) {

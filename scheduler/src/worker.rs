@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 /// Where a worker is in its life cycle, as it published it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Starting up (loading models); not yet given traffic.

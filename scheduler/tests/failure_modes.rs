@@ -69,17 +69,13 @@ fn repeated_failures_eject_with_backoff_and_a_success_restores() {
         assert_eq!(s.worker_id(p.key), Some("w1"), "w0 is ejected");
         s.on_finish(p.key, Outcome::Cancelled, MS, t0);
     }
-    // Both ejected → the error says so and when to retry.
+    // The 10% cap (at least one): w1 failing too is not ejected while w0 is.
     let k1 = s.key_of("w1").expect("known");
     for _ in 0..5 {
         s.on_finish(k1, Outcome::Failure, MS, t0);
     }
-    match s.pick(&req, t0 + Duration::from_secs(10), &mut rng) {
-        Err(NoEligible::AllEjected { retry_after, .. }) => {
-            assert_eq!(retry_after, Duration::from_secs(20));
-        }
-        other => panic!("expected AllEjected, got {other:?}"),
-    }
+    assert!(s.pick(&req, t0 + Duration::from_secs(10), &mut rng).is_ok());
+    s.on_finish(k1, Outcome::Success, MS, t0);
     // After 30 s it is back; five more failures eject it for 60 s.
     let t1 = t0 + Duration::from_secs(31);
     assert!(s.pick(&req, t1, &mut rng).is_ok());
@@ -89,6 +85,23 @@ fn repeated_failures_eject_with_backoff_and_a_success_restores() {
     let snap = s.snapshot(t1);
     let w0 = snap.iter().find(|w| w.id == "w0").expect("w0");
     assert_eq!(w0.ejected_for_s, Some(60.0));
+}
+
+#[test]
+fn a_lone_ejected_worker_yields_all_ejected_with_retry_time() {
+    let mut s = fleet(1);
+    let key = s.key_of("w0").expect("known");
+    let mut rng = rng();
+    for _ in 0..5 {
+        s.on_finish(key, Outcome::Failure, MS, Duration::from_secs(1));
+    }
+    match s.pick(&llm(), Duration::from_secs(11), &mut rng) {
+        Err(NoEligible::AllEjected { retry_after, .. }) => {
+            assert_eq!(retry_after, Duration::from_secs(20));
+        }
+        other => panic!("expected AllEjected, got {other:?}"),
+    }
+    assert!(s.pick(&llm(), Duration::from_secs(31), &mut rng).is_ok());
 }
 
 #[test]
@@ -158,7 +171,10 @@ fn new_worker_gets_traffic_soon_but_is_not_flooded() {
         peak = peak.max(s.in_flight(k).unwrap_or(0));
     }
     let first = first.expect("the new worker got a request");
-    assert!(first < Duration::from_secs(1), "first request after {first:?}");
+    assert!(
+        first < Duration::from_secs(1),
+        "first request after {first:?}"
+    );
     // Fair share: 20 in flight over 9 workers ≈ 2.2; not flooded means at most twice that.
     assert!(peak <= 5, "new worker peaked at {peak} in flight");
 }

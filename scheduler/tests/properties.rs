@@ -110,7 +110,10 @@ impl Policy for PairSpy {
         match c.sample_distinct(rng, &mut pair) {
             2 => {
                 assert!(c.is_eligible(pair[0]) && c.is_eligible(pair[1]));
-                self.pairs.lock().expect("not poisoned").push((pair[0], pair[1]));
+                self.pairs
+                    .lock()
+                    .expect("not poisoned")
+                    .push((pair[0], pair[1]));
                 Some(pair[0])
             }
             1 => Some(pair[0]),
@@ -187,7 +190,9 @@ fn sampled_pairs_are_distinct_and_uniform() {
     }
     let mut rng = support::rng();
     for _ in 0..8000 {
-        let p = s.pick(&support::llm(), Duration::ZERO, &mut rng).expect("eligible");
+        let p = s
+            .pick(&support::llm(), Duration::ZERO, &mut rng)
+            .expect("eligible");
         s.on_finish(p.key, Outcome::Cancelled, Duration::ZERO, Duration::ZERO);
     }
     let mut counts = [[0u32; 4]; 4];

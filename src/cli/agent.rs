@@ -25,9 +25,16 @@ enum TunnelKind {
     Cloudflared,
 }
 
-/// Flags of `gpumesh agent`.
+/// Flags of `gpumesh agent` (boxed: the flag set is large and `Command` holds it by value).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    flags: Box<Flags>,
+}
+
+/// The flags themselves.
+#[derive(Debug, clap::Args)]
+struct Flags {
     /// A service this worker offers (repeat; comma-separated in the env var).
     #[arg(long = "service", env = "GPUMESH_SERVICES", value_delimiter = ',')]
     services: Vec<String>,
@@ -114,7 +121,7 @@ pub struct Args {
     /// Run only the mock GPU service (at --mock-listen) until a signal; no agent.
     #[arg(long, env = "GPUMESH_MOCK_ONLY")]
     mock_only: bool,
-    /// Mock service address (--mock-only).
+    /// Mock service address (--mock-service and --mock-only; port 0 picks one).
     #[arg(long, env = "GPUMESH_MOCK_LISTEN", default_value = "127.0.0.1:8000")]
     mock_listen: SocketAddr,
     /// Where the standalone mock posts its load (--mock-only), e.g. http://127.0.0.1:7071/load.
@@ -154,7 +161,7 @@ fn legacy_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, UsageError>
     }
 }
 
-impl Args {
+impl Flags {
     fn mock_config(&self, listen: SocketAddr, report_url: Option<String>) -> MockServiceConfig {
         let speed = self
             .mock_speed
@@ -221,7 +228,7 @@ impl Args {
         });
         let mock = self
             .mock_service
-            .then(|| self.mock_config(SocketAddr::from(([127, 0, 0, 1], 0)), None));
+            .then(|| self.mock_config(self.mock_listen, None));
         Ok(AgentConfig {
             services: self.services,
             capabilities: self.capabilities,
@@ -275,6 +282,7 @@ fn on_signal(rt: &tokio::runtime::Runtime) -> CancellationToken {
 
 /// Runs `gpumesh agent`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = *args.flags;
     if args.mock_only {
         let cfg = args.mock_config(args.mock_listen, args.mock_report_url.clone());
         cfg.validate().map_err(UsageError)?;
@@ -355,7 +363,7 @@ mod tests {
             "https://gw.example.org/api/dht/bootstrap",
         ])
         .unwrap();
-        let cfg = cli.args.into_config().unwrap();
+        let cfg = cli.args.flags.into_config().unwrap();
         assert_eq!(cfg.services, ["ocr", "embed"]);
         cfg.validate().unwrap();
     }

@@ -1,12 +1,50 @@
-//! `gpumesh keygen`.
+//! `gpumesh keygen`: node identity and pre-shared network key files.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
+
+use gpumesh_dht::identity;
+
+use super::UsageError;
 
 /// Flags of `gpumesh keygen`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Node identity key file (libp2p protobuf keypair, mode 0600). Created if missing; an
+    /// existing file is only read. The peer id is printed either way.
+    #[arg(long, env = "GPUMESH_KEY_FILE")]
+    identity: Option<PathBuf>,
+    /// Write a new pre-shared network key (`/key/swarm/psk/1.0.0/` format, mode 0600) here.
+    /// Refuses to overwrite an existing file.
+    #[arg(long, env = "GPUMESH_NETWORK_KEY_FILE")]
+    network_key: Option<PathBuf>,
+}
 
 /// Runs `gpumesh keygen`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(super::Unavailable("keygen").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.identity.is_none() && args.network_key.is_none() {
+        return Err(UsageError("give --identity <file> and/or --network-key <file>".into()).into());
+    }
+    if let Some(path) = &args.network_key {
+        if path.exists() {
+            return Err(UsageError(format!(
+                "{} exists; refusing to overwrite a network key",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    if let Some(path) = &args.identity {
+        let existed = path.exists();
+        let key = identity::load_or_create_keypair(path)?;
+        let verb = if existed { "read" } else { "wrote" };
+        eprintln!("{verb} node identity {}", path.display());
+        println!("peer_id: {}", key.public().to_peer_id());
+    }
+    if let Some(path) = &args.network_key {
+        let psk = identity::generate_network_key();
+        identity::write_network_key(path, psk)?;
+        eprintln!("wrote network key {}", path.display());
+        println!("network_key_fingerprint: {}", psk.fingerprint());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -163,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let report = sim::run_scenario(&cfg);
         if args.json {
-            let line = serde_json::to_string(&report.to_json()).context("encoding JSON")?;
+            let line = report.to_json().context("encoding JSON")?;
             out.push_str(&line);
             out.push('\n');
         } else {

@@ -40,9 +40,29 @@ use crate::ratelimit::RateLimiter;
 /// Largest JSON body accepted by the registry endpoints.
 pub const REGISTRY_BODY_LIMIT: usize = 64 * 1024;
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares: one `Arc`, so the per-request clone axum makes is one
+/// reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The configuration the gateway runs with.
     pub config: Arc<Config>,
     /// The worker view.

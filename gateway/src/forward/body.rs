@@ -11,7 +11,10 @@ use futures::{Stream, TryStreamExt};
 use tracing::debug;
 
 use crate::directory::{Directory, Finish, Picked};
-use crate::metrics::{Metrics, RequestLabels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::{HistogramFamily, RequestLabels};
 
 /// Ends a forwarded request exactly once: in-flight released, outcome to the scheduler and the
 /// metrics. Dropped unfinished means the frontend went away (not the worker's fault).
@@ -19,7 +22,8 @@ pub(super) struct FinishGuard {
     pub(super) directory: Arc<Directory>,
     pub(super) picked: Picked,
     pub(super) started: Instant,
-    pub(super) metrics: Metrics,
+    pub(super) requests: Family<RequestLabels, Counter>,
+    pub(super) durations: HistogramFamily<RequestLabels>,
     pub(super) labels: RequestLabels,
     pub(super) server_error: bool,
     pub(super) done: bool,
@@ -43,9 +47,8 @@ impl FinishGuard {
         }
         self.directory
             .finish(&self.picked, outcome, elapsed, Instant::now());
-        self.metrics.requests.get_or_create(&self.labels).inc();
-        self.metrics
-            .request_duration
+        self.requests.get_or_create(&self.labels).inc();
+        self.durations
             .get_or_create(&self.labels)
             .observe(elapsed.as_secs_f64());
     }

@@ -33,8 +33,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The headers sent upstream: hop-by-hop and `Host` removed, `X-Forwarded-*` added.
-pub fn forward_headers(incoming: &HeaderMap, client: Option<SocketAddr>) -> HeaderMap {
-    let mut headers = incoming.clone();
+pub fn forward_headers(mut headers: HeaderMap, client: Option<SocketAddr>) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     let host = headers.remove(header::HOST);
     if let Some(addr) = client {
@@ -77,7 +76,7 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer end-to-end"),
         );
-        let out = forward_headers(&h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
+        let out = forward_headers(h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
         assert!(out.get(header::HOST).is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get("x-secret").is_none());

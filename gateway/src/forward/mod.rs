@@ -21,6 +21,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{debug, warn};
+use url::Url;
 
 use crate::config::Config;
 use crate::directory::{Directory, Finish, Picked, Requirements, Source, WorkerKey};
@@ -142,7 +143,7 @@ impl Forwarder {
     async fn attempt(
         &self,
         directory: &Arc<Directory>,
-        req: Outbound,
+        mut req: Outbound,
         started: Instant,
     ) -> Result<Response<Body>, (GatewayError, Option<Source>)> {
         let declared = content_length(&req.headers);
@@ -178,7 +179,7 @@ impl Forwarder {
         } else {
             OutBody::Streaming(Some(req.body))
         };
-        let headers = forward_headers(&req.headers, req.client);
+        let headers = forward_headers(std::mem::take(&mut req.headers), req.client);
         let mut avoid: Option<WorkerKey> = None;
         let mut attempts = 0u32;
         let mut unreachable: Option<(GatewayError, Source)> = None;
@@ -307,7 +308,8 @@ impl Forwarder {
             directory: Arc::clone(directory),
             picked,
             started,
-            metrics: self.metrics.clone(),
+            requests: self.metrics.requests.clone(),
+            durations: self.metrics.request_duration.clone(),
             labels,
             server_error: status.is_server_error(),
             done: false,
@@ -381,10 +383,19 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `{tunnel_url}/{path}?{query}`, keeping the tunnel URL's own base path.
-fn upstream_url(picked: &Picked, path: &str, query: Option<&str>) -> String {
-    let base = picked.url.as_str().trim_end_matches('/');
-    match query {
-        Some(q) => format!("{base}/{path}?{q}"),
-        None => format!("{base}/{path}"),
-    }
+fn upstream_url(picked: &Picked, path: &str, query: Option<&str>) -> Url {
+    // The base URL was parsed and checked once, when the record arrived: only the path and
+    // query are set here (no host parsing per request).
+    let mut url = picked.url.clone();
+    let joined = {
+        let base = url.path().trim_end_matches('/');
+        let mut p = String::with_capacity(base.len() + 1 + path.len());
+        p.push_str(base);
+        p.push('/');
+        p.push_str(path);
+        p
+    };
+    url.set_path(&joined);
+    url.set_query(query);
+    url
 }

@@ -76,6 +76,21 @@ impl Announcer {
         false
     }
 
+    /// Publishes on the current route only, never joining anything (used by the drain).
+    pub(crate) async fn publish_on_route(&mut self, record: &WorkerRecord) -> bool {
+        match self.route {
+            Route::Dht => match &mut self.dht {
+                Some(dht) => dht.publish(record).await,
+                None => false,
+            },
+            Route::Registry => match &mut self.registry {
+                Some(reg) => reg.publish(record).await,
+                None => false,
+            },
+            Route::Nowhere => false,
+        }
+    }
+
     /// A load heartbeat on the current route.
     pub(crate) async fn heartbeat(&mut self, record: &WorkerRecord) {
         match self.route {

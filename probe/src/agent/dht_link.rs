@@ -18,6 +18,9 @@ use crate::bootstrap::{Bootstrapper, Seed};
 /// endpoint is the one central call, and a DHT outage must not turn into a stream of calls.
 const MIN_REFETCH: Duration = Duration::from_secs(600);
 
+/// How long a withdrawn node stays up so that its leave gossip goes out.
+const LEAVE_FLUSH: Duration = Duration::from_millis(500);
+
 /// How the agent's DHT node is set up.
 #[derive(Debug, Clone)]
 pub(crate) struct DhtSettings {
@@ -237,6 +240,9 @@ impl DhtLink {
             if let Err(e) = node.withdraw().await {
                 warn!(error = %e, "DHT withdraw failed; the record will expire");
             }
+            // The leave notice is queued gossip: give it a moment on the wire before the node
+            // (and its connections) stop, or gateways only learn of the exit at record expiry.
+            tokio::time::sleep(LEAVE_FLUSH).await;
             node.shutdown().await;
         }
         self.joined = false;

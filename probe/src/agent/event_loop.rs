@@ -92,7 +92,16 @@ impl EventLoop {
 
     /// Publishes when forced or when the record changed materially; withdraws when the URL is
     /// gone (a record must never point at a URL the agent cannot stand behind).
-    async fn reconcile(&mut self, live: &mut Live, force: bool, draining: bool) {
+    ///
+    /// A publication (which may be a DHT join of several seconds) gives way to `interrupt`, so
+    /// a shutdown signal is never stuck behind a slow join.
+    async fn reconcile(
+        &mut self,
+        live: &mut Live,
+        force: bool,
+        draining: bool,
+        interrupt: &CancellationToken,
+    ) {
         let Some(next) = self.next_record(live, draining) else {
             if live.published.take().is_some() {
                 warn!("public URL lost; withdrawing the record");
@@ -107,7 +116,15 @@ impl EventLoop {
         if !(force || material) {
             return;
         }
-        if self.announcer.publish(&next, !material).await {
+        let published = if draining {
+            self.announcer.publish_on_route(&next).await
+        } else {
+            tokio::select! {
+                ok = self.announcer.publish(&next, !material) => ok,
+                () = interrupt.cancelled() => false,
+            }
+        };
+        if published {
             debug!(seq = next.seq, state = ?next.state, route = ?self.announcer.route(), "record published");
             live.publications += 1;
             live.published = Some(next);
@@ -132,11 +149,11 @@ impl EventLoop {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = refresh.tick() => self.reconcile(&mut live, true, false).await,
+                _ = refresh.tick() => self.reconcile(&mut live, true, false, &shutdown).await,
                 _ = probe.tick() => {
                     live.sample = self.sampler.sample().await;
                     live.service_up = self.service_up().await;
-                    self.reconcile(&mut live, false, false).await;
+                    self.reconcile(&mut live, false, false, &shutdown).await;
                 }
                 _ = beat.tick() => {
                     if let Some(p) = &live.published {
@@ -148,7 +165,7 @@ impl EventLoop {
                 changed = tunnel.changed(), if tunnel_open => {
                     // A closed channel means the supervisor is gone: stop watching it.
                     tunnel_open = changed.is_ok();
-                    self.reconcile(&mut live, false, false).await;
+                    self.reconcile(&mut live, false, false, &shutdown).await;
                 }
             }
         }
@@ -170,7 +187,8 @@ impl EventLoop {
     async fn drain(&mut self, live: &mut Live) -> bool {
         info!(grace = ?self.cfg.drain_grace, "draining");
         if live.published.is_some() {
-            self.reconcile(live, true, true).await;
+            self.reconcile(live, true, true, &CancellationToken::new())
+                .await;
         }
         if let Some(m) = &self.mock {
             m.stop_accepting();

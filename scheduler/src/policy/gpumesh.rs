@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! cost = L × (max(1, (q + 1) / c) + 0.001 × q / c)
-//! L = peak-EWMA latency (τ 10 s), seeded with and decaying towards the class prior
-//!     (fleet latency per unit speed ÷ the worker's GPU speed factor)
-//! q = own live in-flight + others' published load × e^(−age / 2 s)
+//! L = latency estimate: a peak-leaning EWMA (weight 0.1 for a sample above the
+//!     estimate, 0.05 below; a failure jumps it), seeded with and decaying (τ 10 s)
+//!     towards the class prior (fleet latency per unit speed ÷ the worker's speed factor)
+//! q = own live in-flight + others' published load × e^(−age / 0.5 s)
 //! c = the worker's batch slots (published max concurrency)
 //! ```
 //!

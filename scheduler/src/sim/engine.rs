@@ -446,11 +446,11 @@ impl Sim<'_> {
         if r.finished {
             return;
         }
-        if let Some(sw) = self.workers.get_mut(r.worker as usize) {
-            if let Some(pos) = sw.queue.iter().position(|&q| q == req) {
-                sw.queue.remove(pos);
-                self.publish(r.worker, false);
-            }
+        if let Some(sw) = self.workers.get_mut(r.worker as usize)
+            && let Some(pos) = sw.queue.iter().position(|&q| q == req)
+        {
+            sw.queue.remove(pos);
+            self.publish(r.worker, false);
         }
         self.finish(req, false);
     }

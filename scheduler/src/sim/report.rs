@@ -11,7 +11,8 @@ use crate::policy::PolicyKind;
 /// Share of the earliest requests left out of latency figures (the empty-system transient).
 const WARMUP: f64 = 0.05;
 
-/// One policy's figures (latencies in mean service times at speed 1.0).
+/// One policy's figures (latencies of successful responses, in mean service times at speed
+/// 1.0, leaving out the first 5% of requests).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PolicyResult {
     /// Policy name.
@@ -88,8 +89,11 @@ pub fn summarise(
 ) -> PolicyResult {
     let recs = &out.records;
     let skip = (recs.len() as f64 * WARMUP) as usize;
+    // Successful responses only: a worker that fails in 1 ms must not make a policy that
+    // sinkholes into it look fast. Failures show in `errors` and `success_ratio`.
     let mut lat: Vec<f64> = recs[skip..]
         .iter()
+        .filter(|r| r.ok)
         .map(|r| r.latency / BASE_SERVICE_S)
         .filter(|l| l.is_finite())
         .collect();
@@ -258,10 +262,18 @@ impl ScenarioReport {
         );
         let stale = self.scenario == Scenario::Stale.name();
         let mut extra = Vec::new();
-        if self.results.iter().any(|r| r.failing_share_after_1s.is_some()) {
+        if self
+            .results
+            .iter()
+            .any(|r| r.failing_share_after_1s.is_some())
+        {
             extra.push("failing share 1st s / max after 1 s");
         }
-        if self.results.iter().any(|r| r.join_first_request_s.is_some()) {
+        if self
+            .results
+            .iter()
+            .any(|r| r.join_first_request_s.is_some())
+        {
             extra.push("joiner first request (s) / peak per slot");
         }
         let _ = write!(s, "| policy |");
@@ -311,8 +323,9 @@ impl ScenarioReport {
         s
     }
 
-    /// The machine-readable object (see issue 2's contract).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    /// The machine-readable object on one line (see issue 2's contract), fields in
+    /// declaration order.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 }

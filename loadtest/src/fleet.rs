@@ -1,0 +1,258 @@
+//! A fleet of real agents in one process: fake GPUs of mixed classes, in-process mock GPU
+//! services, real DHT nodes, all on loopback.
+//!
+//! Each worker's public URL is its mock service's loopback address, picked before the agent
+//! starts (the agent needs the URL in its configuration). Chaos is applied through the mock
+//! service's `POST /admin/fault`, the same switch a test would use on a real worker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gpumesh_dht::Timings;
+use gpumesh_probe::agent::AgentReport;
+use gpumesh_probe::gpu::{GpuChoice, profile_speed};
+use gpumesh_probe::mock::MockServiceConfig;
+use gpumesh_probe::tunnel::{Secret, TunnelConfig};
+use gpumesh_probe::{AgentConfig, AgentError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::error::LoadtestError;
+
+/// GPU classes handed out round-robin.
+pub const PROFILES: [&str; 4] = ["h100x2", "a100", "rtx3090", "t4"];
+
+/// Services every fleet worker offers (`llm` only on every other worker).
+pub const SERVICES: [&str; 3] = ["ocr", "embed", "llm"];
+
+/// How to build a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Number of workers.
+    pub workers: usize,
+    /// The gateway's base URL (`http://127.0.0.1:P`).
+    pub gateway_url: String,
+    /// Whether agents use the DHT; `false` is coordinator-only (registry heartbeats).
+    pub dht_enabled: bool,
+    /// The gateway's registry token (fallback, or the only path when the DHT is off).
+    pub registry_token: String,
+    /// DHT timings of every agent.
+    pub timings: Timings,
+    /// Record refresh period.
+    pub refresh_every: Duration,
+    /// Load heartbeat and probe period.
+    pub load_every: Duration,
+    /// Mock service time of an empty request on an A100, ms.
+    pub base_ms: f64,
+    /// Mock concurrency slots per worker.
+    pub slots: u32,
+    /// How long a worker drains at shutdown.
+    pub drain_grace: Duration,
+    /// Where worker state directories go (removed by [`Fleet::shutdown`]).
+    pub state_root: PathBuf,
+}
+
+impl FleetConfig {
+    /// Demo-speed defaults for `workers` agents of the gateway at `gateway_url`.
+    pub fn new(workers: usize, gateway_url: &str, registry_token: &str) -> Self {
+        Self {
+            workers,
+            gateway_url: gateway_url.trim_end_matches('/').to_owned(),
+            dht_enabled: true,
+            registry_token: registry_token.to_owned(),
+            timings: Timings::fast(),
+            refresh_every: Duration::from_secs(2),
+            load_every: Duration::from_millis(500),
+            base_ms: 20.0,
+            slots: 4,
+            drain_grace: Duration::from_secs(2),
+            state_root: unique_temp_dir("gpumesh-fleet"),
+        }
+    }
+}
+
+/// A fresh directory name under the system temp dir.
+pub fn unique_temp_dir(prefix: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()))
+}
+
+/// One running worker.
+#[derive(Debug)]
+pub struct FleetWorker {
+    /// Position in the fleet.
+    pub index: usize,
+    /// Worker id (base58 peer id).
+    pub id: String,
+    /// GPU profile.
+    pub profile: &'static str,
+    /// Capacity relative to one A100 (speed × slots share).
+    pub speed: f64,
+    /// The mock service's URL (also the worker's public URL).
+    pub url: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<AgentReport, AgentError>>>,
+}
+
+/// A fleet of running agents.
+#[derive(Debug)]
+pub struct Fleet {
+    config: FleetConfig,
+    workers: Vec<FleetWorker>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16, LoadtestError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Fleet {
+    /// Starts `config.workers` agents (they join in the background).
+    ///
+    /// # Errors
+    /// A worker whose configuration is refused, or a local I/O problem.
+    pub async fn start(config: FleetConfig) -> Result<Self, LoadtestError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| LoadtestError::Http(e.to_string()))?;
+        let mut fleet = Self {
+            config,
+            workers: Vec::new(),
+            http,
+        };
+        for i in 0..fleet.config.workers {
+            fleet.add_worker(i)?;
+            if i % 50 == 49 {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// The agent configuration of worker `index` whose mock service listens on `port`.
+    pub fn agent_config(&self, index: usize, port: u16) -> AgentConfig {
+        let c = &self.config;
+        let profile = PROFILES[index % PROFILES.len()];
+        let mut services = vec![SERVICES[0].to_owned(), SERVICES[1].to_owned()];
+        if index % 2 == 0 {
+            services.push(SERVICES[2].to_owned());
+        }
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        AgentConfig {
+            services,
+            gpu: GpuChoice::Profile(profile.to_owned()),
+            fake_seed: index as u64 + 1,
+            tunnel: TunnelConfig::PublicUrl(format!("http://{listen}")),
+            report_listen: "127.0.0.1:0".parse().expect("literal address"),
+            max_concurrency: c.slots,
+            dht_enabled: c.dht_enabled,
+            dht_timings: Some(c.timings),
+            dht_join_timeout: Duration::from_secs(10),
+            bootstrap_url: Some(format!("{}/api/dht/bootstrap", c.gateway_url)),
+            registry_url: Some(c.gateway_url.clone()),
+            registry_token: Some(Secret::new(c.registry_token.clone())),
+            state_dir: c.state_root.join(format!("w{index}")),
+            refresh_every: c.refresh_every,
+            load_every: c.load_every,
+            probe_every: c.load_every.max(Duration::from_millis(500)),
+            drain_grace: c.drain_grace,
+            mock: Some(MockServiceConfig {
+                listen,
+                slots: c.slots,
+                speed: profile_speed(profile).unwrap_or(1.0),
+                base_ms: c.base_ms,
+                per_kib_ms: 0.1,
+                max_queue: 256,
+                report_every: c.load_every,
+                ..MockServiceConfig::default()
+            }),
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Starts one more worker with position `index`; returns its id.
+    ///
+    /// # Errors
+    /// An invalid configuration or a state directory that cannot be written.
+    pub fn add_worker(&mut self, index: usize) -> Result<String, LoadtestError> {
+        let port = free_port()?;
+        let cfg = self.agent_config(index, port);
+        cfg.validate()?;
+        let id = gpumesh_probe::agent::worker_id(&cfg.state_dir)?;
+        let profile = PROFILES[index % PROFILES.len()];
+        let url = format!("http://127.0.0.1:{port}");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gpumesh_probe::run(cfg, stop.clone()));
+        self.workers.push(FleetWorker {
+            index,
+            id: id.clone(),
+            profile,
+            speed: profile_speed(profile).unwrap_or(1.0),
+            url,
+            stop,
+            task: Some(task),
+        });
+        Ok(id)
+    }
+
+    /// The running workers.
+    pub fn workers(&self) -> &[FleetWorker] {
+        &self.workers
+    }
+
+    /// Puts worker `index`'s mock service into a failure mode (`{"mode":"crash"}`,
+    /// `{"mode":"slow","factor":10}`, `{"mode":"none"}`).
+    ///
+    /// # Errors
+    /// The mock service could not be reached.
+    pub async fn set_fault(&self, index: usize, fault: &str) -> Result<(), LoadtestError> {
+        let w = &self.workers[index];
+        self.http
+            .post(format!("{}/admin/fault", w.url))
+            .header("content-type", "application/json")
+            .body(fault.to_owned())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| LoadtestError::Http(format!("fault on {}: {e}", w.url)))?;
+        Ok(())
+    }
+
+    /// Kills worker `index`: its service crashes at once (the listener closes, in-flight
+    /// requests fail, as when a volunteer's machine dies) and its agent is told to stop.
+    /// The gateway learns of the death from failed requests first, not from the agent.
+    pub async fn kill(&mut self, index: usize) {
+        if let Err(e) = self.set_fault(index, r#"{"mode":"crash"}"#).await {
+            warn!(error = %e, "crash fault not applied");
+        }
+        self.workers[index].stop.cancel();
+    }
+
+    /// Stops every worker (drains them) and removes their state directories.
+    pub async fn shutdown(mut self) -> Vec<AgentReport> {
+        for w in &self.workers {
+            w.stop.cancel();
+        }
+        let mut reports = Vec::new();
+        for w in &mut self.workers {
+            if let Some(task) = w.task.take() {
+                let limit = self.config.drain_grace + Duration::from_secs(10);
+                match tokio::time::timeout(limit, task).await {
+                    Ok(Ok(Ok(report))) => reports.push(report),
+                    Ok(Ok(Err(e))) => warn!(worker = %w.id, error = %e, "agent failed"),
+                    Ok(Err(e)) => warn!(worker = %w.id, error = %e, "agent task failed"),
+                    Err(_) => warn!(worker = %w.id, "agent did not stop in time"),
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.config.state_root);
+        reports
+    }
+}
