@@ -5,7 +5,10 @@ use std::num::NonZeroUsize;
 use libp2p::{
     gossipsub, identify,
     identity::Keypair,
-    kad::{self, BucketInserts, Caching, Mode, StoreInserts, store::MemoryStore, store::MemoryStoreConfig},
+    kad::{
+        self, BucketInserts, Caching, Mode, StoreInserts, store::MemoryStore,
+        store::MemoryStoreConfig,
+    },
     ping,
     swarm::NetworkBehaviour,
 };
@@ -87,6 +90,8 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .max_transmit_size(MAX_GOSSIP_BYTES)
+            // Gateways forward to each other: ask mesh peers not to send what already arrived.
+            .idontwant_message_size_threshold(200)
             .build()
             .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
         let gossipsub =

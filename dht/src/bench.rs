@@ -25,6 +25,10 @@ pub struct BenchConfig {
     pub nodes: usize,
     /// Gateways (also the seeds).
     pub gateways: usize,
+    /// OS threads of a separate runtime the gateways run on (0: share the workers' runtime).
+    /// Real gateways are separate processes on their own machines; on one shared scheduler the
+    /// 3 gateway tasks get the same share as each of 2000 worker tasks and fall behind.
+    pub gateway_threads: usize,
     /// Transport.
     pub transport: TransportKind,
     /// Delay between worker starts.
@@ -49,6 +53,7 @@ impl BenchConfig {
         Self {
             nodes,
             gateways: 3,
+            gateway_threads: 3,
             transport: TransportKind::Tcp,
             stagger: Duration::from_millis(5),
             deadline: Duration::from_secs(if nodes <= 500 { 10 } else { 30 }),
@@ -68,6 +73,8 @@ pub struct BenchReport {
     pub nodes: usize,
     /// Gateways/seeds.
     pub gateways: usize,
+    /// Threads of the gateways' own runtime (0: shared with the workers).
+    pub gateway_threads: usize,
     /// `tcp` or `memory`.
     pub transport: &'static str,
     /// Worst gateway's share of workers seen at the deadline (or when all were seen).
@@ -128,7 +135,25 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, DhtError> {
         shared_metrics: Some(metrics.clone()),
         services: vec!["bench".to_owned()],
     };
-    let mut net = Testnet::with_gateways(net_cfg, cfg.gateways).await?;
+    let gateway_rt = BackgroundRuntime(if cfg.gateway_threads > 0 {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.gateway_threads)
+                .thread_name("dht-gateway")
+                .enable_all()
+                .build()
+                .map_err(|e| DhtError::Config(format!("gateway runtime: {e}")))?,
+        )
+    } else {
+        None
+    });
+    let mut net = Testnet::new(net_cfg);
+    if let Some(rt) = &gateway_rt.0 {
+        net.set_server_runtime(rt.handle().clone());
+    }
+    for _ in 0..cfg.gateways {
+        net.add_gateway().await?;
+    }
 
     // Workers, staggered; each publishes from its own task so slow puts do not slow starts.
     let first_start = Instant::now();
@@ -234,10 +259,12 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, DhtError> {
     let new_worker_missed = pending.len();
 
     net.shutdown().await;
+    drop(gateway_rt);
     let _ = started;
     Ok(BenchReport {
         nodes: cfg.nodes,
         gateways: cfg.gateways,
+        gateway_threads: cfg.gateway_threads,
         transport: match cfg.transport {
             TransportKind::Tcp => "tcp",
             TransportKind::Memory => "memory",
@@ -266,6 +293,18 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, DhtError> {
         heartbeat_interval_s: cfg.timings.heartbeat_interval.as_secs_f64(),
         load_avg_1m: load_avg(),
     })
+}
+
+/// A runtime that is shut down in the background when dropped (dropping a runtime inside an
+/// async context panics).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn poll_visible(net: &Testnet, pending: &mut Vec<(PeerId, Instant)>, visible: &mut Vec<f64>) {
@@ -321,7 +360,12 @@ pub fn cpu_seconds() -> f64 {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -337,25 +381,54 @@ fn load_avg() -> Option<f64> {
 impl BenchReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
-        let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.3} {unit}"));
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.3} {unit}"));
         let rows = [
             ("nodes (workers)", self.nodes.to_string()),
             ("gateways/seeds", self.gateways.to_string()),
+            ("gateway threads", self.gateway_threads.to_string()),
             ("transport", self.transport.to_owned()),
-            ("workers started over", format!("{:.1} s", self.start_span_s)),
+            (
+                "workers started over",
+                format!("{:.1} s", self.start_span_s),
+            ),
             ("publish failures", self.publish_failures.to_string()),
-            ("discoverable fraction", format!("{:.4}", self.discoverable_fraction)),
+            (
+                "discoverable fraction",
+                format!("{:.4}", self.discoverable_fraction),
+            ),
             ("time to full view", opt(self.time_to_full_view_s, "s")),
-            ("new worker visible p50", opt(self.new_worker_visible_p50_s, "s")),
-            ("new worker visible p99", opt(self.new_worker_visible_p99_s, "s")),
+            (
+                "new worker visible p50",
+                opt(self.new_worker_visible_p50_s, "s"),
+            ),
+            (
+                "new worker visible p99",
+                opt(self.new_worker_visible_p99_s, "s"),
+            ),
             ("new workers missed", self.new_worker_missed.to_string()),
             ("lookup p50", opt(self.lookup_p50_ms, "ms")),
             ("lookup p99", opt(self.lookup_p99_ms, "ms")),
-            ("lookup success", format!("{:.3}", self.lookup_success_fraction)),
-            ("RSS per node", format!("{:.0} KiB", self.rss_per_node_bytes as f64 / 1024.0)),
-            ("RSS total", format!("{:.1} MiB", self.rss_total_bytes as f64 / 1048576.0)),
-            ("messages/node/min", format!("{:.1}", self.messages_per_node_per_min)),
-            ("steady CPU", format!("{:.0} % of a core", self.steady_cpu_pct)),
+            (
+                "lookup success",
+                format!("{:.3}", self.lookup_success_fraction),
+            ),
+            (
+                "RSS per node",
+                format!("{:.0} KiB", self.rss_per_node_bytes as f64 / 1024.0),
+            ),
+            (
+                "RSS total",
+                format!("{:.1} MiB", self.rss_total_bytes as f64 / 1048576.0),
+            ),
+            (
+                "messages/node/min",
+                format!("{:.1}", self.messages_per_node_per_min),
+            ),
+            (
+                "steady CPU",
+                format!("{:.0} % of a core", self.steady_cpu_pct),
+            ),
             ("CPU total", format!("{:.1} s", self.cpu_total_s)),
             (
                 "ttl / refresh / heartbeat",

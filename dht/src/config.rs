@@ -241,7 +241,9 @@ impl NodeConfig {
         }
         for seed in &self.seeds {
             if crate::node::peer_of(seed).is_none() {
-                return Err(DhtError::Config(format!("seed {seed} lacks a /p2p/<peer_id> part")));
+                return Err(DhtError::Config(format!(
+                    "seed {seed} lacks a /p2p/<peer_id> part"
+                )));
             }
         }
         if self.channel_capacity == 0 {

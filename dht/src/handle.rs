@@ -138,13 +138,15 @@ impl DhtHandle {
 
     /// Stops announcing `service` (remote provider records expire within the TTL).
     pub async fn unprovide(&self, service: &str) -> Result<(), DhtError> {
-        self.call(|r| Command::Unprovide(service.to_owned(), r)).await
+        self.call(|r| Command::Unprovide(service.to_owned(), r))
+            .await
     }
 
     /// Enumerates every shard of `service`'s index, fetches records of providers not yet known,
     /// and returns the registry's workers for `service`.
     pub async fn find_workers(&self, service: &str) -> Result<Vec<WorkerEntry>, DhtError> {
-        self.call(|r| Command::FindWorkers(service.to_owned(), r)).await
+        self.call(|r| Command::FindWorkers(service.to_owned(), r))
+            .await
     }
 
     /// Looks up a worker's record in the DHT (the newest valid one found before the deadline).

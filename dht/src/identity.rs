@@ -88,7 +88,11 @@ mod tests {
 
     #[test]
     fn keypair_and_network_key_round_trip() {
-        let dir = std::env::temp_dir().join(format!("gpumesh-id-{}-{}", std::process::id(), crate::signed::now_ms()));
+        let dir = std::env::temp_dir().join(format!(
+            "gpumesh-id-{}-{}",
+            std::process::id(),
+            crate::signed::now_ms()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let kp = dir.join("node.key");
         let a = load_or_create_keypair(&kp).unwrap();

@@ -49,9 +49,9 @@ pub fn shard_of(peer: &PeerId, shards: u32) -> u32 {
 pub fn is_valid_service(service: &str) -> bool {
     !service.is_empty()
         && service.len() <= MAX_SERVICE_BYTES
-        && service
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && service.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 /// A key we know, parsed.
@@ -97,11 +97,17 @@ mod tests {
         assert_eq!(parse_key(&worker_key(&peer)), Some(ParsedKey::Worker(peer)));
         assert_eq!(
             parse_key(&service_key("ocr", 7)),
-            Some(ParsedKey::Service { service: "ocr".into(), shard: 7 })
+            Some(ParsedKey::Service {
+                service: "ocr".into(),
+                shard: 7
+            })
         );
         assert_eq!(parse_key(&RecordKey::new(&"/ipfs/x")), None);
         assert_eq!(parse_key(&RecordKey::new(&"/gpumesh/v1/svc/OCR/1")), None);
-        assert_eq!(parse_key(&RecordKey::new(&"/gpumesh/v1/svc/ocr/99999")), None);
+        assert_eq!(
+            parse_key(&RecordKey::new(&"/gpumesh/v1/svc/ocr/99999")),
+            None
+        );
         assert!(shard_of(&peer, 8) < 8);
         assert_eq!(shard_of(&peer, 8), shard_of(&peer, 8));
     }

@@ -19,6 +19,7 @@
 //! - [`metrics`]: prometheus-client series.
 //! - [`testnet`]: an in-process network of many nodes (tests, bench, loadtest).
 //! - [`bench`]: `gpumesh dht-bench`.
+//! - [`wire`]: HTTP shapes agents and gateways share (bootstrap seeds, fallback registry).
 //! - `behaviour`, `transport` (private): the composed behaviour and the transport stack.
 
 mod behaviour;
@@ -37,6 +38,7 @@ pub mod signed;
 pub mod testnet;
 mod transport;
 pub mod validate;
+pub mod wire;
 
 pub use config::{NodeConfig, Role, Timings, TransportKind};
 pub use error::DhtError;

@@ -61,9 +61,9 @@ impl Default for DhtMetrics {
     fn default() -> Self {
         Self {
             lookups: Family::default(),
-            lookup_seconds: Histogram::new(
-                [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
-            ),
+            lookup_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             records_stored: Counter::default(),
             records_rejected: Family::default(),
             peers: Gauge::default(),
@@ -79,7 +79,11 @@ impl DhtMetrics {
     /// Registers every series under the `gpumesh_dht` prefix of `registry`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("gpumesh_dht");
-        r.register("lookups", "DHT queries by kind and outcome", self.lookups.clone());
+        r.register(
+            "lookups",
+            "DHT queries by kind and outcome",
+            self.lookups.clone(),
+        );
         r.register(
             "lookup_seconds",
             "DHT query duration",
@@ -101,8 +105,16 @@ impl DhtMetrics {
             "Peers in the Kademlia routing table",
             self.routing_table.clone(),
         );
-        r.register("bootstraps", "Bootstraps by outcome", self.bootstraps.clone());
-        r.register("messages", "DHT and gossip messages by kind", self.messages.clone());
+        r.register(
+            "bootstraps",
+            "Bootstraps by outcome",
+            self.bootstraps.clone(),
+        );
+        r.register(
+            "messages",
+            "DHT and gossip messages by kind",
+            self.messages.clone(),
+        );
         r.register(
             "registry_workers",
             "Workers in the registry view",
@@ -130,7 +142,9 @@ impl DhtMetrics {
     }
 
     pub(crate) fn message(&self, kind: &'static str, n: u64) {
-        self.messages.get_or_create(&MessageLabels { kind }).inc_by(n);
+        self.messages
+            .get_or_create(&MessageLabels { kind })
+            .inc_by(n);
     }
 
     /// Messages counted for `kind` (see [`MessageLabels`]).

@@ -84,8 +84,9 @@ impl WorkerEntry {
 
     /// The last time this node heard from the worker (record or heartbeat).
     pub fn last_heard(&self) -> Instant {
-        self.heartbeat
-            .map_or(self.record_received, |h| h.received.max(self.record_received))
+        self.heartbeat.map_or(self.record_received, |h| {
+            h.received.max(self.record_received)
+        })
     }
 }
 
@@ -246,7 +247,8 @@ impl RegistryView {
             let Some(e) = map.get_mut(&peer) else {
                 return HeartbeatOutcome::NeedRecord;
             };
-            if e.heartbeat.is_some_and(|h| h.heartbeat.seq >= hb.seq && h.heartbeat.at_ms >= hb.at_ms)
+            if e.heartbeat
+                .is_some_and(|h| h.heartbeat.seq >= hb.seq && h.heartbeat.at_ms >= hb.at_ms)
             {
                 return HeartbeatOutcome::Merged;
             }
@@ -299,7 +301,8 @@ impl RegistryView {
             .filter_map(|e| {
                 if e.expires_at_ms <= now_ms {
                     Some((e.peer_id, LeaveReason::Expired))
-                } else if liveness.is_some_and(|l| now.saturating_duration_since(e.last_heard()) > l)
+                } else if liveness
+                    .is_some_and(|l| now.saturating_duration_since(e.last_heard()) > l)
                 {
                     Some((e.peer_id, LeaveReason::Silent))
                 } else {

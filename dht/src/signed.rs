@@ -4,12 +4,7 @@
 //! envelope carries the worker's public key and signature, and a record is accepted only when that
 //! key's peer id equals both the peer id in the record and the one in the DHT key.
 
-use libp2p::{
-    PeerId,
-    core::SignedEnvelope,
-    identity::Keypair,
-    kad::RecordKey,
-};
+use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair, kad::RecordKey};
 
 use crate::{
     keys::{self, ParsedKey},
@@ -123,7 +118,11 @@ fn check_schema(r: &WorkerRecord) -> Result<(), RejectReason> {
         && r.gpus.len() <= MAX_GPUS
         && r.gpus.iter().all(|g| text_ok(&g.model) && text_ok(&g.uuid))
         && text_ok(&r.agent_version);
-    if ok { Ok(()) } else { Err(RejectReason::Schema) }
+    if ok {
+        Ok(())
+    } else {
+        Err(RejectReason::Schema)
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -133,4 +132,3 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-

@@ -64,6 +64,8 @@ pub struct Testnet {
     /// Workers.
     pub workers: Vec<DhtHandle>,
     shutdown: CancellationToken,
+    /// Where server-mode nodes (gateways) run; `None`: the current runtime.
+    server_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Testnet {
@@ -75,7 +77,16 @@ impl Testnet {
             seeds: Vec::new(),
             workers: Vec::new(),
             shutdown: CancellationToken::new(),
+            server_runtime: None,
         }
+    }
+
+    /// Runs server-mode nodes started from now on (gateways) on `runtime` instead of the
+    /// current one. The bench gives gateways their own threads, as separate processes on their
+    /// own machines would have, so that 2000 worker tasks on the same scheduler cannot starve
+    /// them. The caller keeps the runtime alive until [`Testnet::shutdown`] returned.
+    pub fn set_server_runtime(&mut self, runtime: tokio::runtime::Handle) {
+        self.server_runtime = Some(runtime);
     }
 
     /// Starts a network with `gateways` gateways (no workers yet).
@@ -124,7 +135,13 @@ impl Testnet {
         config: NodeConfig,
     ) -> Result<(DhtHandle, Option<Multiaddr>), DhtError> {
         let listens = !config.listen.is_empty();
-        let handle = crate::spawn(config, self.shutdown.child_token())?;
+        let handle = match &self.server_runtime {
+            Some(rt) if config.role.is_server() => {
+                let _guard = rt.enter();
+                crate::spawn(config, self.shutdown.child_token())?
+            }
+            _ => crate::spawn(config, self.shutdown.child_token())?,
+        };
         if !listens {
             return Ok((handle, None));
         }
@@ -141,10 +158,10 @@ impl Testnet {
     /// Starts a gateway from a prepared config (e.g. a fixed key and port for restarts).
     pub async fn add_gateway_with(&mut self, config: NodeConfig) -> Result<DhtHandle, DhtError> {
         let (handle, addr) = self.start_node(config).await?;
-        if let Some(addr) = addr {
-            if !self.seeds.contains(&addr) {
-                self.seeds.push(addr);
-            }
+        if let Some(addr) = addr
+            && !self.seeds.contains(&addr)
+        {
+            self.seeds.push(addr);
         }
         self.gateways.push(handle.clone());
         Ok(handle)
@@ -177,9 +194,9 @@ impl Testnet {
 
     /// True when every gateway's view holds every worker in `workers`.
     pub fn all_gateways_see(&self, workers: &[DhtHandle]) -> bool {
-        self.gateways.iter().all(|g| {
-            !g.is_stopped() && workers.iter().all(|w| g.registry().contains(&w.peer_id()))
-        })
+        self.gateways
+            .iter()
+            .all(|g| !g.is_stopped() && workers.iter().all(|w| g.registry().contains(&w.peer_id())))
     }
 
     /// Stops every node.

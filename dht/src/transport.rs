@@ -33,12 +33,14 @@ pub(crate) fn build_transport(
     let noise = noise::Config::new(key).map_err(|e| DhtError::Transport(e.to_string()))?;
     let timeout = Duration::from_secs(20);
     let t = match (kind, psk) {
-        (TransportKind::Tcp, None) => tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(timeout)
-            .boxed(),
+        (TransportKind::Tcp, None) => {
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(timeout)
+                .boxed()
+        }
         (TransportKind::Tcp, Some(psk)) => {
             tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                 .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
@@ -66,7 +68,10 @@ pub(crate) fn build_transport(
 }
 
 /// Builds the swarm for `config` with identity `key`.
-pub(crate) fn build_swarm(config: &NodeConfig, key: &Keypair) -> Result<Swarm<Behaviour>, DhtError> {
+pub(crate) fn build_swarm(
+    config: &NodeConfig,
+    key: &Keypair,
+) -> Result<Swarm<Behaviour>, DhtError> {
     let transport = build_transport(key, config.transport, config.network_key)?;
     let behaviour = Behaviour::new(config, key)?;
     let swarm_config = swarm::Config::with_tokio_executor()

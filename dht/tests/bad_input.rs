@@ -6,9 +6,7 @@ mod support;
 use std::time::Duration;
 
 use gpumesh_dht::{
-    RejectReason, SignedRecord, WorkerRecord, keys,
-    signed::now_ms,
-    validate::RecordLimits,
+    RejectReason, SignedRecord, WorkerRecord, keys, signed::now_ms, validate::RecordLimits,
 };
 use libp2p::{identity::Keypair, kad::RecordKey};
 use support::{EVENTUALLY, Testnet, TestnetConfig, wait_until};
@@ -72,7 +70,12 @@ async fn bad_records_are_rejected_over_the_network() -> anyhow::Result<()> {
     let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
     let gateway = net.gateways[0].clone();
     let victim = net.add_worker().await?;
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&victim.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&victim.peer_id()))
+        .await
+    );
     let old = gateway
         .get_record(victim.peer_id())
         .await?
@@ -91,15 +94,23 @@ async fn bad_records_are_rejected_over_the_network() -> anyhow::Result<()> {
     let attacker_key = Keypair::generate_ed25519();
     let m = gateway.metrics().clone();
     // Forged by another key.
-    attacker.put_raw_record(vkey.clone(), signed(&attacker_key, u64::MAX / 2).bytes).await?;
+    attacker
+        .put_raw_record(vkey.clone(), signed(&attacker_key, u64::MAX / 2).bytes)
+        .await?;
     // Oversized (below the 16 KiB packet cap, above our 4 KiB value cap).
     attacker.put_raw_record(vkey.clone(), vec![7; 6000]).await?;
     // Replay of an older, validly signed record.
-    attacker.put_raw_record(vkey.clone(), old.bytes.clone()).await?;
+    attacker
+        .put_raw_record(vkey.clone(), old.bytes.clone())
+        .await?;
     // Malformed.
-    attacker.put_raw_record(vkey.clone(), b"{\"peer_id\":1}".to_vec()).await?;
+    attacker
+        .put_raw_record(vkey.clone(), b"{\"peer_id\":1}".to_vec())
+        .await?;
     // Unknown namespace.
-    attacker.put_raw_record(RecordKey::new(&"/ipfs/whatever"), b"x".to_vec()).await?;
+    attacker
+        .put_raw_record(RecordKey::new(&"/ipfs/whatever"), b"x".to_vec())
+        .await?;
 
     let ok = wait_until(EVENTUALLY, || {
         m.rejected("record", RejectReason::SignerMismatch) >= 1
@@ -109,12 +120,15 @@ async fn bad_records_are_rejected_over_the_network() -> anyhow::Result<()> {
             && m.rejected("record", RejectReason::UnknownNamespace) >= 1
     })
     .await;
-    assert!(ok, "reject counters: forged={} oversized={} stale={} malformed={} ns={}",
+    assert!(
+        ok,
+        "reject counters: forged={} oversized={} stale={} malformed={} ns={}",
         m.rejected("record", RejectReason::SignerMismatch),
         m.rejected("record", RejectReason::Oversized),
         m.rejected("record", RejectReason::StaleSeq),
         m.rejected("record", RejectReason::Malformed),
-        m.rejected("record", RejectReason::UnknownNamespace));
+        m.rejected("record", RejectReason::UnknownNamespace)
+    );
 
     // Nothing bad was stored: the gateway still serves the victim's own, newest record.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -124,7 +138,11 @@ async fn bad_records_are_rejected_over_the_network() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("victim record lost"))?;
     assert_eq!(now.peer_id, victim.peer_id());
     assert!(now.record.seq > old.record.seq);
-    assert_eq!(gateway.registry().len(), 1, "only the victim is a known worker");
+    assert_eq!(
+        gateway.registry().len(),
+        1,
+        "only the victim is a known worker"
+    );
     net.shutdown().await;
     Ok(())
 }

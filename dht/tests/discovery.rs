@@ -14,10 +14,12 @@ async fn three_gateways_fifty_workers_discover_everything() -> anyhow::Result<()
     // 53 nodes on a shared 2-core machine in a debug build, where one Ed25519 check costs
     // ~10 ms: this test uses the production refresh/heartbeat periods so that signature checks
     // do not starve the nodes (expiry is covered by `expiry.rs` with short timings).
-    let mut cfg = TestnetConfig::default();
-    cfg.timings = gpumesh_dht::Timings {
-        query_timeout: Duration::from_secs(10),
-        ..gpumesh_dht::Timings::default()
+    let cfg = TestnetConfig {
+        timings: gpumesh_dht::Timings {
+            query_timeout: Duration::from_secs(10),
+            ..gpumesh_dht::Timings::default()
+        },
+        ..TestnetConfig::default()
     };
     let mut net = Testnet::with_gateways(cfg, 3).await?;
     let mut joins = net.gateways[0].subscribe();
@@ -28,7 +30,10 @@ async fn three_gateways_fifty_workers_discover_everything() -> anyhow::Result<()
     assert!(
         wait_until(EVENTUALLY, || net.all_gateways_see(&workers)).await,
         "views: {:?}",
-        net.gateways.iter().map(|g| g.registry().len()).collect::<Vec<_>>()
+        net.gateways
+            .iter()
+            .map(|g| g.registry().len())
+            .collect::<Vec<_>>()
     );
     // Join events were emitted for the workers.
     let mut joined = 0;

@@ -21,9 +21,17 @@ async fn record_expires_after_worker_stops() -> anyhow::Result<()> {
     let stopped_at = Instant::now();
     dead.shutdown().await; // silently: no withdraw
     let g = net.gateways[1].clone();
-    assert!(wait_until(ttl + Duration::from_secs(2), || !g.registry().contains(&dead.peer_id())).await);
+    assert!(
+        wait_until(ttl + Duration::from_secs(2), || !g
+            .registry()
+            .contains(&dead.peer_id()))
+        .await
+    );
     let gone_after = stopped_at.elapsed();
-    assert!(gone_after <= ttl + Duration::from_secs(1), "gone after {gone_after:?}");
+    assert!(
+        gone_after <= ttl + Duration::from_secs(1),
+        "gone after {gone_after:?}"
+    );
     // The live worker stays (its refreshes keep it).
     tokio::time::sleep(ttl).await;
     assert!(g.registry().contains(&alive.peer_id()));

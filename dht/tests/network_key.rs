@@ -17,7 +17,12 @@ async fn node_without_network_key_cannot_join() -> anyhow::Result<()> {
     let mut net = Testnet::with_gateways(cfg, 1).await?;
     let gateway = net.gateways[0].clone();
     let member = net.add_worker().await?;
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&member.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&member.peer_id()))
+        .await
+    );
 
     for key in [None, Some(generate_network_key())] {
         let mut c = net.node_config(Role::Worker { reachable: false }, net.seeds.clone());
@@ -27,9 +32,19 @@ async fn node_without_network_key_cannot_join() -> anyhow::Result<()> {
         assert!(publish.is_err(), "an outsider's put must fail");
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t = outsider.topology().await?;
-        assert!(t.connected_peers.is_empty(), "outsider connected to {:?}", t.connected_peers);
+        assert!(
+            t.connected_peers.is_empty(),
+            "outsider connected to {:?}",
+            t.connected_peers
+        );
         assert!(!gateway.registry().contains(&outsider.peer_id()));
-        assert!(!gateway.topology().await?.connected_peers.contains(&outsider.peer_id()));
+        assert!(
+            !gateway
+                .topology()
+                .await?
+                .connected_peers
+                .contains(&outsider.peer_id())
+        );
         outsider.shutdown().await;
     }
     net.shutdown().await;

@@ -15,9 +15,17 @@ async fn partition_heals_and_views_converge() -> anyhow::Result<()> {
         b.add_worker().await?;
     }
     let (ga, gb) = (a.gateways[0].clone(), b.gateways[0].clone());
-    assert!(wait_until(EVENTUALLY, || ga.registry().len() == 10 && gb.registry().len() == 10).await);
+    assert!(
+        wait_until(EVENTUALLY, || ga.registry().len() == 10
+            && gb.registry().len() == 10)
+        .await
+    );
     // Partitioned: neither half knows the other's workers.
-    assert!(a.workers.iter().all(|w| !gb.registry().contains(&w.peer_id())));
+    assert!(
+        a.workers
+            .iter()
+            .all(|w| !gb.registry().contains(&w.peer_id()))
+    );
 
     // Heal: gateway B dials gateway A.
     gb.dial(a.seeds[0].clone()).await?;
@@ -27,7 +35,12 @@ async fn partition_heals_and_views_converge() -> anyhow::Result<()> {
             .all(|w| ga.registry().contains(&w.peer_id()) && gb.registry().contains(&w.peer_id()))
     })
     .await;
-    assert!(converged, "views: a={} b={}", ga.registry().len(), gb.registry().len());
+    assert!(
+        converged,
+        "views: a={} b={}",
+        ga.registry().len(),
+        gb.registry().len()
+    );
     // A worker of A can now look up a worker of B through the DHT.
     let reader = a.workers[0].clone();
     let target = b.workers[3].peer_id();

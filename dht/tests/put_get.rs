@@ -18,7 +18,12 @@ async fn two_nodes_put_and_get() -> anyhow::Result<()> {
     let got = got.ok_or_else(|| anyhow::anyhow!("record not found"))?;
     assert_eq!(got.peer_id, worker.peer_id());
     assert_eq!(got.record.services, vec!["ocr".to_owned()]);
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&worker.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&worker.peer_id()))
+        .await
+    );
 
     // A second client (not the publisher, not a server) also finds it.
     let reader = net.spawn_worker(false).await?;

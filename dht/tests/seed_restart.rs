@@ -43,7 +43,10 @@ async fn seed_restarts_and_network_keeps_working() -> anyhow::Result<()> {
     assert_eq!(addr.as_ref(), Some(&seed_addr));
     let everyone: Vec<_> = net.workers.clone();
     assert!(
-        wait_until(EVENTUALLY, || everyone.iter().all(|w| restarted.registry().contains(&w.peer_id()))).await,
+        wait_until(EVENTUALLY, || everyone
+            .iter()
+            .all(|w| restarted.registry().contains(&w.peer_id())))
+        .await,
         "restarted seed sees {} of {}",
         restarted.registry().len(),
         everyone.len()

@@ -4,6 +4,9 @@
 //! templates (never raw paths), outcomes from fixed lists, and worker ids whose series are
 //! removed when the worker leaves.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,6 +106,9 @@ pub struct Metrics {
     pub registry_requests: Family<RegistryLabels, Counter>,
     /// Every HTTP answer by route template and status.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Cached `http_requests` handles by status and route template (the hot path builds no
+    /// label strings).
+    http_cache: Arc<RwLock<HashMap<u16, HashMap<String, Counter>>>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -122,6 +128,7 @@ impl Metrics {
             bootstrap_requests: Family::default(),
             registry_requests: Family::default(),
             http_requests: Family::default(),
+            http_cache: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("gpumesh_gateway");
         r.register(
@@ -170,6 +177,34 @@ impl Metrics {
             m.http_requests.clone(),
         );
         m
+    }
+
+    /// Counts one HTTP answer by route template (or `unmatched`) and status.
+    pub fn count_http(&self, route: &str, status: u16) {
+        let cached = self
+            .http_cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&status)
+            .and_then(|by_route| by_route.get(route))
+            .cloned();
+        let counter = cached.unwrap_or_else(|| {
+            let counter = self
+                .http_requests
+                .get_or_create(&HttpLabels {
+                    route: route.to_owned(),
+                    status,
+                })
+                .clone();
+            self.http_cache
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(status)
+                .or_default()
+                .insert(route.to_owned(), counter.clone());
+            counter
+        });
+        counter.inc();
     }
 
     /// Counts a registry call.

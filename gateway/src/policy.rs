@@ -6,10 +6,12 @@
 //! URL when a record enters the directory, and on every address DNS returns at connect time
 //! ([`GuardedResolver`]), so a public name that resolves to a private address is refused too.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use hyper_util::client::legacy::connect::dns::Name;
 use url::{Host, Url};
 
 /// Why a URL was refused.
@@ -142,32 +144,47 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// A DNS resolver for the forwarding client that drops addresses the policy refuses, so a
 /// record naming a public-looking host that resolves to a private address is never called.
-#[derive(Debug, Clone)]
+/// IP-literal hosts never reach it (hyper-util's connector skips DNS for them); those were
+/// checked when the record entered the directory.
+#[derive(Debug, Clone, Copy)]
 pub struct GuardedResolver {
     policy: UpstreamPolicy,
 }
 
 impl GuardedResolver {
     /// A resolver enforcing `policy`.
-    pub fn new(policy: UpstreamPolicy) -> Arc<Self> {
-        Arc::new(Self { policy })
+    pub fn new(policy: UpstreamPolicy) -> Self {
+        Self { policy }
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+/// What [`GuardedResolver`] resolves to.
+pub type ResolvedAddrs = std::vec::IntoIter<SocketAddr>;
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = ResolvedAddrs;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<ResolvedAddrs, std::io::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy;
-        let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let host = name.as_str();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
                 .await?
                 .filter(|addr| policy.check_ip(addr.ip()).is_ok())
                 .collect();
             if resolved.is_empty() {
-                return Err(format!("`{host}` resolves to no allowed address").into());
+                return Err(std::io::Error::other(format!(
+                    "`{host}` resolves to no allowed address"
+                )));
             }
-            let addrs: Addrs = Box::new(resolved.into_iter());
-            Ok(addrs)
+            Ok(resolved.into_iter())
         })
     }
 }

@@ -39,7 +39,7 @@ pub enum RunError {
     },
     /// The forwarding client could not be built (TLS initialisation).
     #[error("cannot build the forwarding client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] crate::forward::ClientError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),

@@ -156,7 +156,9 @@ impl Demo {
 
 /// The sample `curl` the demo prints.
 pub fn sample_curl(url: &str) -> String {
-    format!("curl -s -X POST {url}/api/service/ocr/run -H 'content-type: application/json' -d '{{\"image\":\"hello\"}}'")
+    format!(
+        "curl -s -X POST {url}/api/service/ocr/run -H 'content-type: application/json' -d '{{\"image\":\"hello\"}}'"
+    )
 }
 
 fn client() -> Result<reqwest::Client, LoadtestError> {
@@ -176,7 +178,11 @@ pub async fn wait_for_bootstrap(url: &str, limit: Duration) -> Result<(), Loadte
     let deadline = Instant::now() + limit;
     loop {
         let count = async {
-            let r = http.get(format!("{url}/api/dht/bootstrap")).send().await.ok()?;
+            let r = http
+                .get(format!("{url}/api/dht/bootstrap"))
+                .send()
+                .await
+                .ok()?;
             let v: serde_json::Value = r.json().await.ok()?;
             v.get("count")?.as_u64()
         }

@@ -6,6 +6,7 @@
 //! service's `POST /admin/fault`, the same switch a test would use on a real worker.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use gpumesh_dht::Timings;
@@ -105,10 +106,30 @@ pub struct Fleet {
     http: reqwest::Client,
 }
 
+/// Next candidate for a mock service port.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A free loopback port below the Linux ephemeral range (32768+), so that a port picked
+/// here is not handed out meanwhile to one of the fleet's many port-0 sockets.
 fn free_port() -> Result<u16, LoadtestError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        (std::process::id() % 97) * 200,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = LOW + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(port).unwrap_or(u16::MAX);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(LoadtestError::Io(std::io::Error::other(
+        "no free loopback port",
+    )))
 }
 
 impl Fleet {

@@ -3,12 +3,22 @@
 //! Layout:
 //! - [`fleet`]: [`Fleet`], N real agents with fake GPUs of mixed classes and mock services.
 //! - [`demo`]: [`Demo`], a gateway (also the DHT seed) plus a fleet (`gpumesh demo`).
+//! - [`scenario`]: [`Scenario`] and [`LoadtestConfig`], checked before anything starts.
+//! - [`traffic`]: goose users driving `/api/service/...` and the hdrhistogram recorder.
+//! - [`run`]: one load-test run, [`run::run`] (`gpumesh loadtest`).
+//! - [`report`]: [`Report`] as JSON, markdown and an SVG chart.
 //! - [`error`]: [`LoadtestError`].
 
 pub mod demo;
 pub mod error;
 pub mod fleet;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod traffic;
 
 pub use demo::{Demo, DemoConfig};
 pub use error::LoadtestError;
 pub use fleet::{Fleet, FleetConfig};
+pub use report::Report;
+pub use scenario::{LoadtestConfig, Scenario};

@@ -4,42 +4,15 @@
 //! reads the cache at start, and calls the endpoint only when there is no usable cache or every
 //! cached seed has failed. Every call is counted ([`Bootstrapper::calls`]).
 //!
-//! The wire shapes mirror `gpumesh-gateway`'s `api::types::{BootstrapResponse, Seed}` (the probe
-//! must not depend on the gateway crate).
+//! The wire shapes are [`gpumesh_dht::wire`]'s, which the gateway serves.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use gpumesh_dht::wire::{BootstrapResponse, Seed};
 use tracing::{info, warn};
-
-/// One DHT seed, as `GET /api/dht/bootstrap` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seed {
-    /// libp2p peer id (base58).
-    pub peer_id: String,
-    /// Dialable multiaddrs, each ending in `/p2p/<peer_id>`.
-    pub multiaddrs: Vec<String>,
-    /// `gateway` or `seed`.
-    #[serde(default)]
-    pub role: String,
-}
-
-/// The body of `GET /api/dht/bootstrap`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootstrapResponse {
-    /// Seeds to dial.
-    pub seeds: Vec<Seed>,
-    /// How long the list may be cached, seconds (the agent keeps using it past that while the
-    /// seeds still answer: a seed that answers is a good seed).
-    #[serde(default)]
-    pub ttl_secs: u64,
-    /// `seeds.len()`.
-    #[serde(default)]
-    pub count: usize,
-}
 
 /// What can go wrong getting seeds.
 #[derive(Debug, thiserror::Error)]

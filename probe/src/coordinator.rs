@@ -3,45 +3,18 @@
 //!
 //! `POST /api/workers/register` (body: the [`WorkerRecord`]), `POST /api/workers/{id}/heartbeat`
 //! (body: [`HeartbeatRequest`]; 404 means "register again"), `DELETE /api/workers/{id}`, all with
-//! `Authorization: Bearer <token>`. The shapes mirror `gpumesh-gateway`'s `api::types`.
+//! `Authorization: Bearer <token>`. The shapes are [`gpumesh_dht::wire`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord, WorkerState};
+use gpumesh_dht::record::WorkerRecord;
+pub use gpumesh_dht::wire::{HeartbeatRequest, RegisterResponse};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::tunnel::Secret;
-
-/// Answer to register and heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterResponse {
-    /// The id the worker is known by (its record's `peer_id`).
-    pub worker_id: String,
-    /// How long the entry lives without a heartbeat, seconds.
-    pub ttl_secs: u64,
-    /// Suggested heartbeat period, seconds.
-    pub heartbeat_interval_secs: u64,
-    /// When the entry expires unless refreshed, ms since the Unix epoch.
-    pub expires_at_ms: u64,
-}
-
-/// Body of a heartbeat; absent fields keep their values at the gateway.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HeartbeatRequest {
-    /// New lifecycle state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<WorkerState>,
-    /// Fresh load.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load: Option<LoadInfo>,
-    /// Fresh GPU figures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpus: Option<Vec<GpuInfo>>,
-}
 
 /// Registry errors.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,9 @@ use crate::table::{Table, WorkerEntry};
 use crate::worker::WorkerState;
 use crate::{NoEligible, Requirements};
 
+/// Share of its capacity a worker is sampled with right after joining.
+pub const SLOW_START_FLOOR: f64 = 0.3;
+
 /// Random draws per wanted candidate before falling back to a scan.
 const TRIES_PER_CANDIDATE: usize = 8;
 
@@ -123,7 +126,7 @@ impl<'a> Candidates<'a> {
         let mut got = 0;
         for _ in 0..k * TRIES_PER_CANDIDATE * 4 {
             let slot = self.list[rng.random_range(0..n)];
-            let w = self.worker(slot).capacity();
+            let w = self.sampling_weight(slot);
             if rng.random::<f64>() * w_max < w
                 && self.is_eligible(slot)
                 && !out[..got].contains(&slot)
@@ -140,7 +143,7 @@ impl<'a> Candidates<'a> {
         let k = k.min(keys.len());
         let mut seen = 0usize;
         for slot in self.eligible() {
-            let w = self.worker(slot).capacity().max(1e-9);
+            let w = self.sampling_weight(slot).max(1e-9);
             let key = rng.random::<f64>().ln() / w;
             let (min_i, min_k) = keys[..k].iter().copied().enumerate().fold(
                 (0, f64::INFINITY),
@@ -153,6 +156,19 @@ impl<'a> Candidates<'a> {
             seen += 1;
         }
         seen.min(k)
+    }
+
+    /// Capacity, ramped up over the slow-start window after a worker joins (Envoy's
+    /// `slow_start_config`): from [`SLOW_START_FLOOR`] of it at once to all of it at the end.
+    #[inline]
+    fn sampling_weight(&self, slot: u32) -> f64 {
+        let e = self.worker(slot);
+        let window = self.cfg.slow_start.as_secs_f64();
+        let age = self.now.saturating_sub(e.added_at()).as_secs_f64();
+        if window <= 0.0 || age >= window {
+            return e.capacity();
+        }
+        e.capacity() * (SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * age / window)
     }
 
     /// One random eligible slot.

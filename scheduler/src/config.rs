@@ -38,6 +38,9 @@ pub struct SchedulerConfig {
     pub load_age_tau: Duration,
     /// Outlier ejection.
     pub ejection: EjectionConfig,
+    /// Slow start: a new worker's sampling weight ramps from 30% to 100% of its capacity
+    /// over this window (capacity-weighted policies only; zero disables).
+    pub slow_start: Duration,
 }
 
 impl SchedulerConfig {
@@ -56,6 +59,7 @@ impl SchedulerConfig {
             max: Duration::from_secs(300),
             max_ejected_share: 0.1,
         },
+        slow_start: Duration::from_secs(10),
     };
 
     /// tower / linkerd2-proxy's `PeakEwma` as deployed: default RTT 30 ms, decay 10 s,
@@ -69,6 +73,7 @@ impl SchedulerConfig {
         failure_penalty: None,
         load_age_tau: Duration::from_secs(2),
         ejection: EjectionConfig::DISABLED,
+        slow_start: Duration::ZERO,
     };
 }
 

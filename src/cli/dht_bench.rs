@@ -15,6 +15,10 @@ pub struct Args {
     /// Gateway/seed nodes (server mode; workers bootstrap from them).
     #[arg(long, env = "GPUMESH_BENCH_GATEWAYS", default_value_t = 3)]
     gateways: usize,
+    /// OS threads of the gateways' own runtime (0: share the workers' runtime; default: one
+    /// per gateway, as separate gateway processes would have).
+    #[arg(long)]
+    gateway_threads: Option<usize>,
     /// Transport: `tcp` (127.0.0.1) or `memory` (in-process, no file descriptors).
     #[arg(long, env = "GPUMESH_BENCH_TRANSPORT", default_value = "tcp")]
     transport: String,
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut cfg = BenchConfig::new(args.nodes);
     cfg.gateways = args.gateways;
+    cfg.gateway_threads = args.gateway_threads.unwrap_or(args.gateways);
     cfg.transport = transport;
     cfg.stagger = Duration::from_millis(args.stagger_ms);
     if let Some(d) = args.deadline_s {

@@ -1,12 +1,48 @@
 //! `gpumesh loadtest`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use gpumesh_loadtest::scenario::parse_duration;
+use gpumesh_loadtest::{LoadtestConfig, LoadtestError, Scenario};
 
 /// Flags of `gpumesh loadtest`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Workers in the fleet (real agents with fake GPUs, in this process).
+    #[arg(long, default_value_t = 100)]
+    workers: usize,
+    /// Concurrent goose users.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// Traffic time after every worker is discovered (`30s`, `2m`).
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    /// steady, chaos, slow-worker, gateway-restart or coordinator-only.
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// Write the JSON report here (plus `.md` and `.svg` beside it).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
 
-/// Runs `gpumesh loadtest`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(super::Unavailable("loadtest").into())
+fn usage(e: LoadtestError) -> anyhow::Error {
+    super::UsageError(e.to_string()).into()
+}
+
+/// Runs `gpumesh loadtest`: it stops by itself and targets loopback only.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario: Scenario = args.scenario.parse().map_err(usage)?;
+    let mut config = LoadtestConfig::new(scenario, args.workers);
+    config.users = args.users;
+    config.duration = parse_duration(&args.duration).map_err(usage)?;
+    config.validate().map_err(usage)?;
+    let report = super::runtime()?.block_on(gpumesh_loadtest::run::run(config))?;
+    print!("{}", report.markdown());
+    if let Some(path) = &args.report {
+        for p in report.write(path)? {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,13 @@ impl EventLoop {
                     peers.into_iter(),
                     Quorum::One,
                 );
-                self.track(id, PendingKind::Put { reply: None, seq: 0 });
+                self.track(
+                    id,
+                    PendingKind::Put {
+                        reply: None,
+                        seq: 0,
+                    },
+                );
                 let _ = reply.send(Ok(()));
             }
             Command::Disconnect(peer, reply) => {
@@ -107,7 +113,11 @@ impl EventLoop {
             server: self.swarm.behaviour_mut().kad.mode() == kad::Mode::Server,
             listen_addrs: self.swarm.listeners().cloned().collect(),
             connected_peers: self.swarm.connected_peers().copied().collect(),
-            connections: self.swarm.network_info().connection_counters().num_established() as usize,
+            connections: self
+                .swarm
+                .network_info()
+                .connection_counters()
+                .num_established() as usize,
             routing_table,
             records_stored,
             gossip_peers,
@@ -137,6 +147,8 @@ impl EventLoop {
             }
         };
         self.last_seq = seq;
+        // A newer record supersedes any pending retry of the old one.
+        self.put_retry_at = None;
         let services: std::collections::BTreeSet<String> =
             template.services.iter().cloned().collect();
         let old: Vec<String> = self.provided.difference(&services).cloned().collect();
@@ -151,7 +163,12 @@ impl EventLoop {
         let key = keys::worker_key(&self.local_peer());
         let mut record = kad::Record::new(key, signed.bytes.clone());
         record.expires = Some(Instant::now() + ttl);
-        match self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
             Ok(id) => self.track(id, PendingKind::Put { reply, seq }),
             Err(e) => {
                 if let Some(r) = reply {
@@ -175,9 +192,65 @@ impl EventLoop {
             bytes: signed.bytes,
         });
         if changed {
+            self.announced = false;
             self.announce_due = true;
             self.last_announce = Instant::now() - Duration::from_secs(3600);
             self.retry_announce();
+        }
+    }
+
+    /// Bookkeeping after a put of our own record finished: on failure of the current record,
+    /// schedule a retry with jittered exponential backoff (1 s, 2 s, ... up to half the refresh
+    /// interval, each × 0.5–1.5) so that a put lost in a start burst does not wait for the next
+    /// refresh, and so that retries from many workers spread out instead of returning together.
+    pub(super) fn put_finished(&mut self, seq: u64, ok: bool) {
+        if self.own.as_ref().is_none_or(|o| o.seq != seq) {
+            return;
+        }
+        if ok {
+            self.put_backoff = Duration::ZERO;
+            self.put_retry_at = None;
+            return;
+        }
+        let cap = (self.config.timings.refresh_interval / 2).max(Duration::from_millis(100));
+        self.put_backoff = if self.put_backoff.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.put_backoff * 2
+        }
+        .min(cap);
+        let jitter = 0.5 + (random_u64() % 1000) as f64 / 1000.0;
+        self.put_retry_at = Some(Instant::now() + self.put_backoff.mul_f64(jitter));
+        self.metrics.message("put_retry", 1);
+    }
+
+    /// Re-puts our current record when a retry is due (same signed bytes while they are fresh;
+    /// a re-signed record when they are about to expire).
+    pub(super) fn retry_put(&mut self) {
+        if self.put_retry_at.is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        self.put_retry_at = None;
+        let Some(own) = self.own.as_ref() else {
+            return;
+        };
+        let left_ms = own.expires_at_ms.saturating_sub(now_ms());
+        if left_ms < 5_000 {
+            self.refresh_own();
+            return;
+        }
+        let seq = own.seq;
+        let key = keys::worker_key(&self.local_peer());
+        let mut record = kad::Record::new(key, own.bytes.clone());
+        record.expires = Some(Instant::now() + Duration::from_millis(left_ms));
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
+            Ok(id) => self.track(id, PendingKind::Put { reply: None, seq }),
+            Err(e) => tracing::debug!(error = ?e, "put retry: local store"),
         }
     }
 
@@ -209,7 +282,9 @@ impl EventLoop {
 
     fn provide(&mut self, service: &str) -> Result<(), DhtError> {
         if !keys::is_valid_service(service) {
-            return Err(DhtError::Config(format!("invalid service name {service:?}")));
+            return Err(DhtError::Config(format!(
+                "invalid service name {service:?}"
+            )));
         }
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
         let key = keys::service_key(service, shard);
@@ -264,14 +339,26 @@ impl EventLoop {
             return;
         };
         self.last_announce = Instant::now();
-        if self.publish_gossip(&GossipMessage::Record(bytes)).is_ok() {
-            self.announce_due = false;
+        match self.publish_gossip(&GossipMessage::Record(bytes)) {
+            Ok(()) => {
+                self.announce_due = false;
+                self.announced = true;
+            }
+            // Nobody subscribed yet: retry (and on the first `Subscribed`).
+            Err(DhtError::Gossip(e)) if e.contains("NoPeersSubscribed") => {}
+            // Queues full or similar: give up; the DHT put and the next change carry it.
+            Err(_) => self.announce_due = false,
         }
     }
 
     fn publish_gossip(&mut self, msg: &GossipMessage) -> Result<(), DhtError> {
         let topic = self.topic.clone();
-        match self.swarm.behaviour_mut().gossipsub.publish(topic, msg.encode()) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, msg.encode())
+        {
             Ok(_) => {
                 self.metrics.message("gossip_out", 1);
                 Ok(())
@@ -280,6 +367,14 @@ impl EventLoop {
             Err(e) => Err(DhtError::Gossip(e.to_string())),
         }
     }
+}
+
+/// A random u64 (std's per-hasher random keys; no RNG state to keep).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Whether two records differ only in fast-changing figures (load, host, GPU utilisation),

@@ -28,7 +28,7 @@ const MAX_IDENTIFY_ADDRS: usize = 8;
 
 /// What to do with an inbound record that passed validation.
 enum Accepted {
-    New(SignedRecord),
+    New(Box<SignedRecord>),
     Duplicate,
 }
 
@@ -80,8 +80,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
-                if !self.swarm.is_connected(&peer) && !self.seeds.iter().any(|(p, _)| *p == peer)
-                {
+                if !self.swarm.is_connected(&peer) && !self.seeds.iter().any(|(p, _)| *p == peer) {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
                 }
             }
@@ -142,11 +141,14 @@ impl EventLoop {
         sr: SignedRecord,
         expires: Option<Instant>,
     ) -> Result<Accepted, RejectReason> {
-        let held = self
-            .stored_seqs
-            .get(&key)
-            .copied()
-            .filter(|_| self.swarm.behaviour_mut().kad.store_mut().get(&key).is_some());
+        let held = self.stored_seqs.get(&key).copied().filter(|_| {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .get(&key)
+                .is_some()
+        });
         match held {
             Some(seq) if seq == sr.record.seq => return Ok(Accepted::Duplicate),
             Some(seq) if seq > sr.record.seq => return Err(RejectReason::StaleSeq),
@@ -171,7 +173,7 @@ impl EventLoop {
             .put(stored)
             .map_err(|_| RejectReason::StoreFull)?;
         self.stored_seqs.insert(key, sr.record.seq);
-        Ok(Accepted::New(sr))
+        Ok(Accepted::New(Box::new(sr)))
     }
 
     fn on_inbound_record(&mut self, source: PeerId, record: kad::Record) {
@@ -195,7 +197,9 @@ impl EventLoop {
             }
             _ => Some(RejectReason::UnknownNamespace),
         }
-        .or_else(|| (record.addresses.len() > MAX_PROVIDER_ADDRS).then_some(RejectReason::TooManyAddresses));
+        .or_else(|| {
+            (record.addresses.len() > MAX_PROVIDER_ADDRS).then_some(RejectReason::TooManyAddresses)
+        });
         if let Some(reason) = reason {
             tracing::debug!(provider = %record.provider, %reason, "inbound provider rejected");
             self.metrics.reject("provider", reason);
@@ -205,13 +209,19 @@ impl EventLoop {
         // kad would drop it from GET_PROVIDERS replies. Gateways reach workers through their
         // tunnel URL, not libp2p, so the address we saw the connection come from is a fine
         // placeholder that keeps the provider visible.
-        if record.addresses.is_empty() {
-            if let Some(addr) = self.remote_addrs.get(&record.provider) {
-                record.addresses.push(addr.clone());
-            }
+        if record.addresses.is_empty()
+            && let Some(addr) = self.remote_addrs.get(&record.provider)
+        {
+            record.addresses.push(addr.clone());
         }
         let key = record.key.clone();
-        match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .add_provider(record)
+        {
             Ok(()) => {
                 if self.provider_keys.len() < self.config.sizing.max_provider_keys {
                     self.provider_keys.insert(key);
@@ -235,7 +245,13 @@ impl EventLoop {
             for addr in info.listen_addrs.into_iter().take(MAX_IDENTIFY_ADDRS) {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
-        } else if self.swarm.behaviour_mut().kad.remove_peer(&peer_id).is_some() {
+        } else if self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .remove_peer(&peer_id)
+            .is_some()
+        {
             self.metrics.routing_table.dec();
         }
     }
@@ -251,7 +267,13 @@ impl EventLoop {
                 tracing::debug!(peer = %event.peer, error = %e, failures = *n, "ping failed");
                 if *n >= MAX_PING_FAILURES {
                     self.ping_failures.remove(&event.peer);
-                    if self.swarm.behaviour_mut().kad.remove_peer(&event.peer).is_some() {
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .remove_peer(&event.peer)
+                        .is_some()
+                    {
                         self.metrics.routing_table.dec();
                     }
                     let _ = self.swarm.disconnect_peer_id(event.peer);
@@ -280,15 +302,18 @@ impl EventLoop {
                         MessageAcceptance::Reject
                     }
                 };
-                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    acceptance,
-                );
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             gossipsub::Event::Subscribed { topic, .. } => {
-                if topic == self.topic.hash() && self.own.is_some() {
+                // The first subscriber unblocks a pending announcement; later ones get it from
+                // the gateway mesh, so no re-announce here (that stormed at 2000 workers).
+                if topic == self.topic.hash() && self.own.is_some() && !self.announced {
                     self.announce_due = true;
+                    self.retry_announce();
                 }
             }
             other => tracing::trace!(?other, "gossip event"),
@@ -301,7 +326,8 @@ impl EventLoop {
         match GossipMessage::decode(data).ok_or(RejectReason::Malformed)? {
             GossipMessage::Heartbeat(hb) => {
                 let max_expiry = now_ms() + self.config.sizing.limits.max_ttl.as_millis() as u64;
-                if self.registry.heartbeat(source, hb, now, max_expiry) == HeartbeatOutcome::NeedRecord
+                if self.registry.heartbeat(source, hb, now, max_expiry)
+                    == HeartbeatOutcome::NeedRecord
                     && !self.fetching.contains(&source)
                 {
                     self.start_get_record(source, None, None);
@@ -310,7 +336,8 @@ impl EventLoop {
             }
             GossipMessage::Record(bytes) => {
                 let key = keys::worker_key(&source);
-                let sr = SignedRecord::verify(&bytes, Some(&key), &self.config.sizing.limits, now_ms())?;
+                let sr =
+                    SignedRecord::verify(&bytes, Some(&key), &self.config.sizing.limits, now_ms())?;
                 if !self.registry.upsert(&sr, now) {
                     return Ok(false);
                 }

@@ -1,9 +1,6 @@
 //! Outbound queries: bookkeeping with deadlines, results accumulated across steps.
 
-use std::{
-    collections::HashSet,
-    time::Instant,
-};
+use std::{collections::HashSet, time::Instant};
 
 use libp2p::{
     PeerId,
@@ -26,6 +23,10 @@ pub(crate) struct Pending {
     kind: PendingKind,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few dozen live queries; boxing buys nothing"
+)]
 pub(crate) enum PendingKind {
     Put {
         reply: Option<Reply<u64>>,
@@ -109,17 +110,17 @@ impl EventLoop {
         step: ProgressStep,
     ) {
         let Some(mut pending) = self.queries.remove(&id) else {
-            if let QueryResult::Bootstrap(r) = &result {
-                if step.last {
-                    let outcome = if r.is_ok() { "ok" } else { "error" };
-                    self.metrics
-                        .bootstraps
-                        .get_or_create(&crate::metrics::LookupLabels {
-                            kind: "bootstrap",
-                            outcome,
-                        })
-                        .inc();
-                }
+            if let QueryResult::Bootstrap(r) = &result
+                && step.last
+            {
+                let outcome = if r.is_ok() { "ok" } else { "error" };
+                self.metrics
+                    .bootstraps
+                    .get_or_create(&crate::metrics::LookupLabels {
+                        kind: "bootstrap",
+                        outcome,
+                    })
+                    .inc();
             }
             return;
         };
@@ -144,37 +145,43 @@ impl EventLoop {
                 }
                 finished = true;
             }
-            (PendingKind::GetRecord { target, best, answers, .. }, QueryResult::GetRecord(r)) => {
-                match r {
-                    Ok(GetRecordOk::FoundRecord(pr)) => {
-                        let key = keys::worker_key(target);
-                        match SignedRecord::verify(
-                            &pr.record.value,
-                            Some(&key),
-                            &self.config.sizing.limits,
-                            now_ms(),
-                        ) {
-                            Ok(sr) => {
-                                *answers += 1;
-                                if best.as_ref().is_none_or(|b| b.record.seq < sr.record.seq) {
-                                    *best = Some(sr);
-                                }
-                                if *answers >= GET_RECORD_ANSWERS {
-                                    finished = true;
-                                }
+            (
+                PendingKind::GetRecord {
+                    target,
+                    best,
+                    answers,
+                    ..
+                },
+                QueryResult::GetRecord(r),
+            ) => match r {
+                Ok(GetRecordOk::FoundRecord(pr)) => {
+                    let key = keys::worker_key(target);
+                    match SignedRecord::verify(
+                        &pr.record.value,
+                        Some(&key),
+                        &self.config.sizing.limits,
+                        now_ms(),
+                    ) {
+                        Ok(sr) => {
+                            *answers += 1;
+                            if best.as_ref().is_none_or(|b| b.record.seq < sr.record.seq) {
+                                *best = Some(sr);
                             }
-                            Err(reason) => self.metrics.reject("record", reason),
+                            if *answers >= GET_RECORD_ANSWERS {
+                                finished = true;
+                            }
                         }
-                    }
-                    Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
-                    Err(_) => {
-                        finished = true;
-                        if best.is_none() {
-                            outcome = "not_found";
-                        }
+                        Err(reason) => self.metrics.reject("record", reason),
                     }
                 }
-            }
+                Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+                Err(_) => {
+                    finished = true;
+                    if best.is_none() {
+                        outcome = "not_found";
+                    }
+                }
+            },
             (PendingKind::Providers { found, .. }, QueryResult::GetProviders(r)) => match r {
                 Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
                 Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
@@ -186,10 +193,10 @@ impl EventLoop {
             }
         }
         if finished {
-            if !step.last {
-                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                    q.finish();
-                }
+            if !step.last
+                && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id)
+            {
+                q.finish();
             }
             self.complete(pending, outcome);
         } else {
@@ -202,10 +209,11 @@ impl EventLoop {
         let label = p.kind.label();
         let secs = p.started.elapsed().as_secs_f64();
         match p.kind {
-            PendingKind::Put { reply, .. } => {
+            PendingKind::Put { reply, seq } => {
                 if let Some(r) = reply {
                     let _ = r.send(Err(DhtError::Timeout));
                 }
+                self.put_finished(seq, outcome == "ok");
             }
             PendingKind::Provide => {}
             PendingKind::GetRecord {
@@ -216,7 +224,13 @@ impl EventLoop {
                 ..
             } => {
                 self.fetching.remove(&target);
-                let outcome = if best.is_some() { "ok" } else if outcome == "ok" { "not_found" } else { outcome };
+                let outcome = if best.is_some() {
+                    "ok"
+                } else if outcome == "ok" {
+                    "not_found"
+                } else {
+                    outcome
+                };
                 self.metrics.lookup(label, outcome, secs);
                 if let Some(sr) = &best {
                     self.registry.upsert(sr, Instant::now());
@@ -246,7 +260,11 @@ impl EventLoop {
         job: Option<u64>,
     ) {
         self.fetching.insert(target);
-        let id = self.swarm.behaviour_mut().kad.get_record(keys::worker_key(&target));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_record(keys::worker_key(&target));
         self.track(
             id,
             PendingKind::GetRecord {
@@ -261,7 +279,9 @@ impl EventLoop {
 
     pub(super) fn find_workers(&mut self, service: String, reply: Reply<Vec<WorkerEntry>>) {
         if !keys::is_valid_service(&service) {
-            let _ = reply.send(Err(DhtError::Config(format!("invalid service {service:?}"))));
+            let _ = reply.send(Err(DhtError::Config(format!(
+                "invalid service {service:?}"
+            ))));
             return;
         }
         let job = self.next_job;

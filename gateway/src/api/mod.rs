@@ -34,7 +34,7 @@ use crate::dht::DhtStatus;
 use crate::directory::Directory;
 use crate::error::GatewayError;
 use crate::forward::Forwarder;
-use crate::metrics::{HttpLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
 /// Largest JSON body accepted by the registry endpoints.
@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        .route(
+            "/",
+            get(|| async { axum::response::Html(include_str!("../../assets/index.html")) }),
+        )
         .fallback(|| async { GatewayError::NotFound })
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
         .with_state(state)
@@ -111,16 +115,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Counts every answer by route template and status (never the raw path).
 async fn count_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // `MatchedPath` is an `Arc<str>`: cloning it allocates nothing.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let labels = HttpLabels {
-        route,
-        status: response.status().as_u16(),
-    };
-    state.metrics.http_requests.get_or_create(&labels).inc();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.count_http(route, response.status().as_u16());
     response
 }
 

@@ -65,16 +65,30 @@ pub fn requirements(service: &str, headers: &HeaderMap) -> Result<Requirements, 
 fn split_path(raw: &str) -> Result<(String, String), GatewayError> {
     let rest = raw.strip_prefix("/api/service/").unwrap_or_default();
     let (service, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let dot_segment = path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
-    });
-    if dot_segment {
+    if path.split('/').any(is_dot_segment) {
         return Err(GatewayError::BadRequest(
             "`.` and `..` path segments are not forwarded".into(),
         ));
     }
     Ok((service.to_owned(), path.to_owned()))
+}
+
+/// Whether a segment is `.` or `..`, with any dot percent-encoded (`%2e`, `%2E`); no
+/// allocation on the hot path.
+fn is_dot_segment(seg: &str) -> bool {
+    let mut rest = seg.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2] | 0x20 == b'e' {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// `ANY /api/service/{service}/{*path}`.
@@ -175,6 +189,9 @@ mod tests {
         );
         assert!(split_path("/api/service/ocr/a/../../admin").is_err());
         assert!(split_path("/api/service/ocr/%2E%2E/x").is_err());
+        assert!(split_path("/api/service/ocr/a/%2e/b").is_err());
+        assert!(split_path("/api/service/ocr/.%2e").is_err());
+        assert!(split_path("/api/service/ocr/.../x.y/%2e%2e%2e").is_ok());
     }
 
     #[test]

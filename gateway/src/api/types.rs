@@ -4,6 +4,7 @@
 //! Field names are snake_case; times are milliseconds (`_ms`) or seconds (`_secs`).
 
 use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerState};
+pub use gpumesh_dht::wire::{BootstrapResponse, HeartbeatRequest, RegisterResponse, Seed};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: `{"code": "...", "message": "...", "fault": "client|worker|gateway"}`
@@ -25,67 +26,6 @@ pub struct ErrorBody {
     /// Why no worker was eligible (from the scheduler's filter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// One DHT seed in `GET /api/dht/bootstrap`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seed {
-    /// libp2p peer id (base58).
-    pub peer_id: String,
-    /// Dialable multiaddrs, each ending in `/p2p/<peer_id>`.
-    pub multiaddrs: Vec<String>,
-    /// `gateway` (this gateway's own node) or `seed` (a configured stable node).
-    pub role: String,
-}
-
-/// `GET /api/dht/bootstrap` → 200. Also sent with `Cache-Control: public, max-age=<ttl_secs>`.
-///
-/// ```json
-/// {"seeds":[{"peer_id":"12D3Koo…","multiaddrs":["/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…"],
-///   "role":"gateway"}],"ttl_secs":3600,"count":1}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootstrapResponse {
-    /// Seeds to dial; may be empty when the gateway runs without a DHT.
-    pub seeds: Vec<Seed>,
-    /// How long a client may cache this list, in seconds.
-    pub ttl_secs: u64,
-    /// `seeds.len()`.
-    pub count: usize,
-}
-
-/// `POST /api/workers/register` takes a [`gpumesh_dht::record::WorkerRecord`] as its JSON body
-/// (`Authorization: Bearer <token>`), and answers 200 with this.
-///
-/// ```json
-/// {"worker_id":"12D3Koo…","ttl_secs":90,"heartbeat_interval_secs":30,"expires_at_ms":1764000000000}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterResponse {
-    /// The id the worker is known by (its record's `peer_id`).
-    pub worker_id: String,
-    /// How long the entry lives without a heartbeat, in seconds.
-    pub ttl_secs: u64,
-    /// The suggested heartbeat period (a third of the TTL), in seconds.
-    pub heartbeat_interval_secs: u64,
-    /// When the entry expires unless refreshed, milliseconds since the Unix epoch.
-    pub expires_at_ms: u64,
-}
-
-/// Optional JSON body of `POST /api/workers/{id}/heartbeat`; absent fields keep their values.
-/// An empty body is a plain keep-alive. Answers 200 with a [`RegisterResponse`], or 404
-/// `unknown_worker` when the entry has expired (register again).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HeartbeatRequest {
-    /// New lifecycle state (e.g. `draining`).
-    #[serde(default)]
-    pub state: Option<WorkerState>,
-    /// Fresh service load.
-    #[serde(default)]
-    pub load: Option<LoadInfo>,
-    /// Fresh GPU figures.
-    #[serde(default)]
-    pub gpus: Option<Vec<GpuInfo>>,
 }
 
 /// One GPU as shown by `GET /api/route/{service}`.

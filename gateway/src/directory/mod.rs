@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, info, warn};
 use url::Url;
 
@@ -136,6 +137,9 @@ struct Entry {
     received_at: Instant,
     expires_at: Option<Instant>,
     in_flight: u32,
+    /// This worker's `worker_in_flight` series, created on its first pick (cached so the hot
+    /// path does not build label strings).
+    gauge: Option<Gauge>,
 }
 
 #[derive(Debug)]
@@ -243,7 +247,7 @@ impl Directory {
         check_record(&record)?;
         let url = self.policy.check_url(&record.tunnel_url)?;
         let mut state = self.lock();
-        let in_flight = match state.entries.get(&record.peer_id) {
+        let (in_flight, gauge) = match state.entries.get(&record.peer_id) {
             // A registry re-registration is authenticated by the token and replaces its own
             // entry whatever the seq (an agent restarted without its counter).
             Some(old)
@@ -256,10 +260,10 @@ impl Directory {
                     have: old.record.seq,
                 });
             }
-            Some(old) => old.in_flight,
+            Some(old) => (old.in_flight, old.gauge.clone()),
             None => {
                 info!(worker = %record.peer_id, source = source.as_str(), url = %url, "worker joined");
-                0
+                (0, None)
             }
         };
         let load_at_ms = if source == Source::Registry {
@@ -276,6 +280,7 @@ impl Directory {
             received_at: now,
             expires_at,
             in_flight,
+            gauge,
         };
         let new_state = entry.record.state;
         let previous = state.entries.insert(id, entry);
@@ -417,9 +422,14 @@ impl Directory {
             });
         };
         entry.in_flight += 1;
-        self.metrics
-            .worker_in_flight
-            .get_or_create(&WorkerLabels { worker: id.clone() })
+        entry
+            .gauge
+            .get_or_insert_with(|| {
+                self.metrics
+                    .worker_in_flight
+                    .get_or_create(&WorkerLabels { worker: id.clone() })
+                    .clone()
+            })
             .set(i64::from(entry.in_flight));
         Ok(Picked {
             key,
@@ -437,12 +447,15 @@ impl Directory {
         selector.finish(picked.key, outcome, latency, now);
         if let Some(e) = entries.get_mut(&picked.id) {
             e.in_flight = e.in_flight.saturating_sub(1);
-            self.metrics
-                .worker_in_flight
-                .get_or_create(&WorkerLabels {
-                    worker: picked.id.clone(),
-                })
-                .set(i64::from(e.in_flight));
+            let gauge = e.gauge.get_or_insert_with(|| {
+                self.metrics
+                    .worker_in_flight
+                    .get_or_create(&WorkerLabels {
+                        worker: picked.id.clone(),
+                    })
+                    .clone()
+            });
+            gauge.set(i64::from(e.in_flight));
         }
     }
 

@@ -1,20 +1,21 @@
 //! The worker's response body, tracked: the pick ends exactly once, when the body has ended,
-//! failed, or the client went away.
+//! failed, stalled past the read timeout, or the client went away.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use futures::{Stream, TryStreamExt};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::directory::{Directory, Finish, Picked};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-
-use crate::metrics::{HistogramFamily, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels};
 
 /// Ends a forwarded request exactly once: in-flight released, outcome to the scheduler and the
 /// metrics. Dropped unfinished means the frontend went away (not the worker's fault).
@@ -22,9 +23,10 @@ pub(super) struct FinishGuard {
     pub(super) directory: Arc<Directory>,
     pub(super) picked: Picked,
     pub(super) started: Instant,
-    pub(super) requests: Family<RequestLabels, Counter>,
-    pub(super) durations: HistogramFamily<RequestLabels>,
-    pub(super) labels: RequestLabels,
+    /// The `ok` series of this request's service and source (cached handles).
+    pub(super) ok: (Counter, Histogram),
+    pub(super) metrics: Metrics,
+    pub(super) service: Arc<str>,
     pub(super) server_error: bool,
     pub(super) done: bool,
 }
@@ -40,17 +42,32 @@ impl FinishGuard {
             Some(_) => Finish::Failure,
             None => Finish::Cancelled,
         };
-        if body_ok == Some(false) {
-            self.labels.outcome = "body_failed".to_owned();
-        } else if body_ok.is_none() {
-            self.labels.outcome = "client_gone".to_owned();
-        }
         self.directory
             .finish(&self.picked, outcome, elapsed, Instant::now());
-        self.requests.get_or_create(&self.labels).inc();
-        self.durations
-            .get_or_create(&self.labels)
-            .observe(elapsed.as_secs_f64());
+        let label = match body_ok {
+            Some(true) if !self.server_error => None,
+            Some(true) => Some("upstream_5xx"),
+            Some(false) => Some("body_failed"),
+            None => Some("client_gone"),
+        };
+        match label {
+            None => {
+                self.ok.0.inc();
+                self.ok.1.observe(elapsed.as_secs_f64());
+            }
+            Some(outcome) => {
+                let l = RequestLabels {
+                    service: self.service.to_string(),
+                    outcome: outcome.to_owned(),
+                    source: self.picked.source.as_str().to_owned(),
+                };
+                self.metrics.requests.get_or_create(&l).inc();
+                self.metrics
+                    .request_duration
+                    .get_or_create(&l)
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
     }
 }
 
@@ -60,38 +77,79 @@ impl Drop for FinishGuard {
     }
 }
 
-pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+/// The error a tracked body ends with.
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The worker's response body, finishing its [`FinishGuard`] when it ends.
+/// The worker's response body, finishing its [`FinishGuard`] when it ends, and failing when
+/// the worker sends nothing for `read_timeout`.
 pub(super) struct Tracked {
-    pub(super) inner: ByteStream,
+    pub(super) inner: Incoming,
     pub(super) guard: FinishGuard,
     /// Bytes still expected when the worker sent a Content-Length.
     pub(super) remaining: Option<u64>,
+    pub(super) read_timeout: Duration,
+    /// The read timer, created on the first wait and re-armed on later ones.
+    pub(super) timer: Option<Pin<Box<Sleep>>>,
+    pub(super) armed: bool,
 }
 
-impl Stream for Tracked {
-    type Item = Result<Bytes, reqwest::Error>;
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().try_poll_next_unpin(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(left) = self.remaining {
-                    let left = left.saturating_sub(chunk.len() as u64);
-                    self.remaining = Some(left);
-                    if left == 0 {
-                        self.guard.finish(Some(true));
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.read_timeout;
+                if !this.armed {
+                    this.armed = true;
+                    match &mut this.timer {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
                     }
                 }
+                if let Some(t) = &mut this.timer {
+                    ready!(t.as_mut().poll(cx));
+                }
+                debug!(worker = %this.guard.picked.id, "worker response body stalled");
+                this.guard.finish(Some(false));
+                Poll::Ready(Some(Err(
+                    "the worker stopped sending the response body".into()
+                )))
             }
-            Poll::Ready(None) => self.guard.finish(Some(true)),
-            Poll::Ready(Some(Err(e))) => {
-                debug!(worker = %self.guard.picked.id, error = %e, "worker response body failed");
-                self.guard.finish(Some(false));
+            Poll::Ready(polled) => {
+                this.armed = false;
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if let (Some(left), Some(chunk)) = (this.remaining, frame.data_ref()) {
+                            let left = left.saturating_sub(chunk.len() as u64);
+                            this.remaining = Some(left);
+                            if left == 0 {
+                                this.guard.finish(Some(true));
+                            }
+                        }
+                    }
+                    None => this.guard.finish(Some(true)),
+                    Some(Err(e)) => {
+                        debug!(worker = %this.guard.picked.id, error = %e, "worker response body failed");
+                        this.guard.finish(Some(false));
+                    }
+                }
+                Poll::Ready(polled.map(|r| r.map_err(Into::into)))
             }
-            Poll::Pending => {}
         }
-        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Only once the guard has finished: hyper would otherwise drop the body unpolled.
+        self.guard.done && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and `Host`, never forwarded as they are.
@@ -42,7 +43,8 @@ pub fn forward_headers(mut headers: HeaderMap, client: Option<SocketAddr>) -> He
             Some(prior) => format!("{prior}, {ip}"),
             None => ip,
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // The string's buffer becomes the header value (no copy).
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             headers.insert("x-forwarded-for", v);
         }
     }

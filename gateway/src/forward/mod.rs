@@ -1,8 +1,9 @@
 //! The forwarder: sends a frontend's request to a worker's tunnel URL and streams the answer.
 //!
 //! Rules (docs/gateway.md has the long form):
-//! - one pooled client (reqwest, rustls), no system proxy, a DNS resolver that applies the
-//!   upstream policy to every resolved address;
+//! - one pooled client (hyper-util's legacy client over hyper-rustls, http/1.1 and h2 by
+//!   ALPN), no system proxy, a DNS resolver that applies the upstream policy to every resolved
+//!   address; the request and response bodies pass through without re-wrapping;
 //! - hop-by-hop headers stripped both ways (RFC 9110 §7.6.1, plus those named in
 //!   `Connection`), `Host` set from the upstream URL, `X-Forwarded-For/-Host/-Proto` added;
 //! - request bodies up to [`REPLAY_BUFFER`] bytes are buffered so that the request can be
@@ -12,16 +13,23 @@
 //! - the worker's in-flight slot is held until the response body ends (or the client goes
 //!   away), and the outcome and latency go back to the scheduler then.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tracing::{debug, warn};
-use url::Url;
 
 use crate::config::Config;
 use crate::directory::{Directory, Finish, Picked, Requirements, Source, WorkerKey};
@@ -34,6 +42,14 @@ mod headers;
 
 use body::{FinishGuard, Tracked};
 pub use headers::{forward_headers, strip_hop_by_hop};
+
+/// The pooled upstream client.
+type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Body>;
+
+/// Why the forwarding client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(String);
 
 /// Request bodies up to this size are buffered and may be re-sent to another worker.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
@@ -67,11 +83,67 @@ pub struct Outbound {
 /// The pooled client and the forwarding rules.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: reqwest::Client,
+    client: UpstreamClient,
     upstream_timeout: Duration,
+    read_timeout: Duration,
     max_body: usize,
     max_attempts: u32,
     metrics: Metrics,
+    ok_series: Arc<OkSeries>,
+}
+
+/// Cached handles of the `outcome="ok"` request series, per service and source, so the hot
+/// path neither allocates label strings nor hashes them into the families. Services here
+/// are only those a worker was picked for (bounded like the labels themselves).
+#[derive(Debug, Default)]
+struct OkSeries(RwLock<HashMap<String, Arc<ServiceSeries>>>);
+
+#[derive(Debug)]
+struct ServiceSeries {
+    service: Arc<str>,
+    by_source: [OnceLock<(Counter, Histogram)>; 2],
+}
+
+impl OkSeries {
+    fn get(&self, service: &str) -> Arc<ServiceSeries> {
+        if let Some(s) = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+        {
+            return Arc::clone(s);
+        }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(service.to_owned()).or_insert_with(|| {
+            Arc::new(ServiceSeries {
+                service: Arc::from(service),
+                by_source: [OnceLock::new(), OnceLock::new()],
+            })
+        }))
+    }
+}
+
+impl ServiceSeries {
+    fn ok(&self, metrics: &Metrics, source: Source) -> (Counter, Histogram) {
+        let slot = match source {
+            Source::Dht => 0,
+            Source::Registry => 1,
+        };
+        self.by_source[slot]
+            .get_or_init(|| {
+                let l = RequestLabels {
+                    service: self.service.to_string(),
+                    outcome: "ok".to_owned(),
+                    source: source.as_str().to_owned(),
+                };
+                (
+                    metrics.requests.get_or_create(&l).clone(),
+                    metrics.request_duration.get_or_create(&l).clone(),
+                )
+            })
+            .clone()
+    }
 }
 
 /// The request body in the form it is sent: re-sendable or a one-shot stream.
@@ -85,24 +157,31 @@ impl Forwarder {
     ///
     /// # Errors
     /// When the TLS backend cannot be initialised.
-    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, ClientError> {
         let policy = UpstreamPolicy::new(config.allow_private_upstreams);
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .dns_resolver(GuardedResolver::new(policy))
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .build(https);
         Ok(Self {
             client,
             upstream_timeout: config.upstream_timeout,
+            read_timeout: config.read_timeout,
             max_body: config.max_body_bytes,
             max_attempts: config.max_attempts,
             metrics,
+            ok_series: Arc::default(),
         })
     }
 
@@ -179,7 +258,7 @@ impl Forwarder {
         } else {
             OutBody::Streaming(Some(req.body))
         };
-        let headers = forward_headers(std::mem::take(&mut req.headers), req.client);
+        let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
         let mut avoid: Option<WorkerKey> = None;
         let mut attempts = 0u32;
         let mut unreachable: Option<(GatewayError, Source)> = None;
@@ -194,9 +273,17 @@ impl Forwarder {
                     });
                 }
             };
-            let url = upstream_url(&picked, &req.path, req.query.as_deref());
+            let uri = match upstream_uri(&picked, &req.path, req.query.as_deref()) {
+                Ok(uri) => uri,
+                Err(()) => {
+                    directory.finish(&picked, Finish::Cancelled, Duration::ZERO, Instant::now());
+                    let err = GatewayError::BadRequest("the path or query is not valid".into());
+                    return Err((err, None));
+                }
+            };
             let send_body = match &mut body {
-                OutBody::Replayable(bytes) => reqwest::Body::from(bytes.clone()),
+                OutBody::Replayable(bytes) if bytes.is_empty() => Body::empty(),
+                OutBody::Replayable(bytes) => Body::from(bytes.clone()),
                 OutBody::Streaming(stream) => {
                     let Some(stream) = stream.take() else {
                         let detail = "request body already sent";
@@ -208,30 +295,29 @@ impl Forwarder {
                             Some(picked.source),
                         ));
                     };
-                    let limited = Limited::new(stream, self.max_body);
-                    reqwest::Body::wrap_stream(limited.into_data_stream())
+                    Body::new(Limited::new(stream, self.max_body))
                 }
             };
-            let request = self
-                .client
-                .request(req.method.clone(), url)
-                .headers(headers.clone())
-                .body(send_body);
+            let mut request = Request::new(send_body);
+            *request.method_mut() = req.method.clone();
+            *request.uri_mut() = uri;
             attempts += 1;
-            let sent = tokio::time::timeout(self.upstream_timeout, request.send()).await;
+            // The headers are moved into the request when it cannot be re-sent anyway.
+            *request.headers_mut() = if attempts < self.max_attempts && may_resend(&body) {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let sent =
+                tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
-                    let labels = RequestLabels {
-                        service: req.service.clone(),
-                        outcome: "ok".to_owned(),
-                        source: picked.source.as_str().to_owned(),
-                    };
                     return Ok(self.respond(
                         directory,
                         picked,
+                        &req.service,
                         resp,
                         started,
-                        labels,
                         req.method == Method::HEAD,
                     ));
                 }
@@ -286,36 +372,36 @@ impl Forwarder {
         &self,
         directory: &Arc<Directory>,
         picked: Picked,
-        resp: reqwest::Response,
+        service: &str,
+        resp: Response<Incoming>,
         started: Instant,
-        mut labels: RequestLabels,
         method_is_head: bool,
     ) -> Response<Body> {
-        let status = resp.status();
-        if status.is_server_error() {
-            labels.outcome = "upstream_5xx".to_owned();
-        }
-        let mut headers = resp.headers().clone();
-        strip_hop_by_hop(&mut headers);
+        let (mut parts, incoming) = resp.into_parts();
+        let status = parts.status;
+        strip_hop_by_hop(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(&picked.id) {
-            headers.insert(HeaderName::from_static(WORKER_HEADER), v);
+            parts
+                .headers
+                .insert(HeaderName::from_static(WORKER_HEADER), v);
         }
-        headers.insert(
+        parts.headers.insert(
             HeaderName::from_static(SOURCE_HEADER),
             HeaderValue::from_static(picked.source.as_str()),
         );
+        let series = self.ok_series.get(service);
         let guard = FinishGuard {
             directory: Arc::clone(directory),
+            ok: series.ok(&self.metrics, picked.source),
+            service: Arc::clone(&series.service),
+            metrics: self.metrics.clone(),
             picked,
             started,
-            requests: self.metrics.requests.clone(),
-            durations: self.metrics.request_duration.clone(),
-            labels,
             server_error: status.is_server_error(),
             done: false,
         };
         // hyper stops polling a body once Content-Length bytes are out, so the end is
-        // detected by counting, not only by the stream's `None`.
+        // detected by counting, not only by the body's end.
         let bodiless = method_is_head
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -323,51 +409,61 @@ impl Forwarder {
         let remaining = if bodiless {
             Some(0)
         } else {
-            resp.content_length()
+            content_length(&parts.headers)
         };
-        let mut stream = Tracked {
-            inner: Box::pin(resp.bytes_stream()),
+        let mut tracked = Tracked {
+            inner: incoming,
             guard,
             remaining,
+            read_timeout: self.read_timeout,
+            timer: None,
+            armed: false,
         };
         if remaining == Some(0) {
-            stream.guard.finish(Some(true));
+            tracked.guard.finish(Some(true));
         }
-        let mut out = Response::new(Body::from_stream(stream));
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        out
+        Response::from_parts(parts, Body::new(tracked))
     }
 }
 
-fn classify(e: &reqwest::Error, worker: &str, limit: usize) -> GatewayError {
+/// Whether a failed attempt could be followed by another (the headers must then be kept).
+fn may_resend(body: &OutBody) -> bool {
+    matches!(body, OutBody::Replayable(_))
+}
+
+fn classify(e: &hyper_util::client::legacy::Error, worker: &str, limit: usize) -> GatewayError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut parse = false;
     while let Some(s) = source {
         if s.is::<LengthLimitError>() {
             return GatewayError::PayloadTooLarge { limit };
         }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            parse |= h.is_parse() || h.is_parse_status();
+            if h.is_timeout() {
+                return GatewayError::WorkerTimeout {
+                    worker: worker.to_owned(),
+                    after_ms: 0,
+                };
+            }
+        }
         source = s.source();
     }
     let worker = worker.to_owned();
-    if e.is_timeout() {
-        GatewayError::WorkerTimeout {
-            worker,
-            after_ms: 0,
-        }
-    } else if e.is_connect() {
+    if e.is_connect() {
         GatewayError::WorkerFailed {
             worker,
             detail: "could not connect to the worker",
         }
-    } else if e.is_body() || e.is_request() {
+    } else if parse {
         GatewayError::WorkerFailed {
             worker,
-            detail: "the connection to the worker broke",
+            detail: "the worker's answer was invalid",
         }
     } else {
         GatewayError::WorkerFailed {
             worker,
-            detail: "the worker's answer was invalid",
+            detail: "the connection to the worker broke",
         }
     }
 }
@@ -382,20 +478,18 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// `{tunnel_url}/{path}?{query}`, keeping the tunnel URL's own base path.
-fn upstream_url(picked: &Picked, path: &str, query: Option<&str>) -> Url {
-    // The base URL was parsed and checked once, when the record arrived: only the path and
-    // query are set here (no host parsing per request).
-    let mut url = picked.url.clone();
-    let joined = {
-        let base = url.path().trim_end_matches('/');
-        let mut p = String::with_capacity(base.len() + 1 + path.len());
-        p.push_str(base);
-        p.push('/');
-        p.push_str(path);
-        p
-    };
-    url.set_path(&joined);
-    url.set_query(query);
-    url
+/// `{tunnel_url}/{path}?{query}`, keeping the tunnel URL's own base path. The base URL was
+/// parsed and checked once, when the record arrived.
+fn upstream_uri(picked: &Picked, path: &str, query: Option<&str>) -> Result<Uri, ()> {
+    let base = picked.url.as_str().trim_end_matches('/');
+    let len = base.len() + 2 + path.len() + query.map_or(0, str::len);
+    let mut s = String::with_capacity(len);
+    s.push_str(base);
+    s.push('/');
+    s.push_str(path);
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    Uri::try_from(s).map_err(|_| ())
 }

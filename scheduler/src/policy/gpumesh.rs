@@ -20,6 +20,9 @@
 //! - Failures are recorded as latency of at least 10× the prior and twice the current
 //!   estimate, so a worker failing in 1 ms looks slow, not fast; five in a row eject it with
 //!   exponential backoff (see [`crate::ejection`]).
+//! - Candidates are drawn in proportion to capacity (speed × slots), so two T4s are rarely
+//!   the only choice; a new worker's weight ramps from 30% to 100% over 10 s (slow start),
+//!   so it gets traffic at once but is not flooded while its queue is still empty.
 //! - Published load covers other gateways' requests; it is discounted by age because a
 //!   30-second-old queue depth says little, and the live count and latency come first.
 

@@ -68,6 +68,9 @@ pub struct RunOutput {
     pub end: f64,
     /// Per joiner: peak requests at it (serving + queued) in its first 5 s.
     pub joiner_peak: Vec<u32>,
+    /// Mean requests per worker (serving + queued) across the fleet, sampled whenever a
+    /// joiner received a request in its first 5 s: the joiner's fair share.
+    pub fair_in_system: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +152,8 @@ struct Sim<'a> {
     records: Vec<RequestRecord>,
     central: VecDeque<u32>,
     requirements: Requirements,
+    fair_sum: f64,
+    fair_samples: u64,
     workload: SmallRng,
     picker: SmallRng,
 }
@@ -178,6 +183,8 @@ pub fn run(spec: &RunSpec, kind: PolicyKind) -> RunOutput {
         records: Vec::with_capacity(spec.requests),
         central: VecDeque::new(),
         requirements,
+        fair_sum: 0.0,
+        fair_samples: 0,
         workload: SmallRng::seed_from_u64(spec.seed),
         picker: SmallRng::seed_from_u64(spec.seed ^ 0x9e37_79b9_7f4a_7c15),
     };
@@ -190,6 +197,7 @@ pub fn run(spec: &RunSpec, kind: PolicyKind) -> RunOutput {
         records: sim.records,
         end: sim.now,
         joiner_peak: spec.joiners.clone().map(|w| sim.workers[w].peak).collect(),
+        fair_in_system: sim.fair_sum / sim.fair_samples.max(1) as f64,
     }
 }
 
@@ -411,8 +419,17 @@ impl Sim<'_> {
             sw.queue.push_back(req);
         }
         let sw = &mut self.workers[w as usize];
-        if self.now - sw.joined_at <= 5.0 {
+        if self.spec.joiners.contains(&(w as usize)) && self.now - sw.joined_at <= 5.0 {
             sw.peak = sw.peak.max(sw.busy + sw.queue.len() as u32);
+            let (total, joined) = self
+                .workers
+                .iter()
+                .filter(|x| x.joined)
+                .fold((0u64, 0u64), |(t, n), x| {
+                    (t + u64::from(x.busy) + x.queue.len() as u64, n + 1)
+                });
+            self.fair_sum += total as f64 / joined.max(1) as f64;
+            self.fair_samples += 1;
         }
         self.publish(w, false);
     }

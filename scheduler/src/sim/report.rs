@@ -45,9 +45,10 @@ pub struct PolicyResult {
     /// `join`: seconds from joining to the first request, worst joiner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_first_request_s: Option<f64>,
-    /// `join`: most requests at a joiner (serving + queued) in its first 5 s, ÷ its slots.
+    /// `join`: most requests at a joiner (serving + queued) in its first 5 s, ÷ its fair
+    /// share (the fleet's mean requests per worker over the same moments).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub join_peak_per_slot: Option<f64>,
+    pub join_peak_vs_fair: Option<f64>,
 }
 
 /// One scenario's results: the `gpumesh sim --json` object.
@@ -144,7 +145,7 @@ pub fn summarise(
         failing_share_after_1s: None,
         failing_share_first_1s: None,
         join_first_request_s: None,
-        join_peak_per_slot: None,
+        join_peak_vs_fair: None,
     };
     if let (Scenario::FastFail, Some((w, from))) = (scenario, spec.fail) {
         let share = |a: f64, b: f64| {
@@ -175,8 +176,7 @@ pub fn summarise(
         }
         result.join_first_request_s = Some(worst_first);
         let peak = out.joiner_peak.iter().copied().max().unwrap_or(0);
-        let slots = spec.fleet[spec.joiners.start].2.max(1);
-        result.join_peak_per_slot = Some(f64::from(peak) / f64::from(slots));
+        result.join_peak_vs_fair = Some(f64::from(peak) / out.fair_in_system.max(1e-9));
     }
     result
 }
@@ -227,7 +227,7 @@ pub fn median_of(runs: Vec<PolicyResult>) -> PolicyResult {
         failing_share_after_1s: mo(&|r| r.failing_share_after_1s),
         failing_share_first_1s: mo(&|r| r.failing_share_first_1s),
         join_first_request_s: mo(&|r| r.join_first_request_s),
-        join_peak_per_slot: mo(&|r| r.join_peak_per_slot),
+        join_peak_vs_fair: mo(&|r| r.join_peak_vs_fair),
     }
 }
 
@@ -274,7 +274,7 @@ impl ScenarioReport {
             .iter()
             .any(|r| r.join_first_request_s.is_some())
         {
-            extra.push("joiner first request (s) / peak per slot");
+            extra.push("joiner first request (s) / peak ÷ fair share");
         }
         let _ = write!(s, "| policy |");
         if stale {
@@ -315,7 +315,7 @@ impl ScenarioReport {
             if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
                 let _ = write!(s, " {a:.4} / {b:.4} |");
             }
-            if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_per_slot) {
+            if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_vs_fair) {
                 let _ = write!(s, " {a:.3} / {b:.2} |");
             }
             let _ = writeln!(s);

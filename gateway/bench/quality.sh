@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The quality run: 8 mock GPU workers of mixed classes (2× H100, A100, RTX 3090, T4; one H100
+# turns 10× slow for the middle third), behind nginx `random two least_conn` (upstream
+# keep-alive, one worker process) and behind the gateway, under the same open-loop load.
+# The driver (gateway/examples/quality_run.rs) owns the workers and the load; this script
+# writes nginx's config into a temp dir, starts nginx and the gateway (both pinned to
+# $PROXY_CPU), runs the driver (pinned to $OTHER_CPUS), and stops everything on exit.
+#
+# Needs nginx (apt-get install -y nginx-light wrk is done when missing) and release builds:
+#   cargo build --release --bin gpumesh
+#   cargo build --release -p gpumesh-gateway --example quality_run
+# Usage: gateway/bench/quality.sh [results.md]   (RATE, SECS, CALIB_SECS tune the load)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${GPUMESH_BIN:-$ROOT/target/release/gpumesh}
+DRIVER=${QUALITY_DRIVER:-$ROOT/target/release/examples/quality_run}
+OUT=${1:-/dev/stdout}
+RATE=${RATE:-150} SECS=${SECS:-45} CALIB_SECS=${CALIB_SECS:-6}
+PROXY_CPU=${PROXY_CPU:-1}
+OTHER_CPUS=${OTHER_CPUS:-0}
+BASE=18201 NGINX=18240 GW=18230
+if ! command -v nginx > /dev/null; then apt-get install -y nginx-light wrk; fi
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+SERVERS=""
+for i in $(seq 0 7); do SERVERS+="server 127.0.0.1:$((BASE + i)); "; done
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK;
+  uwsgi_temp_path $WORK; scgi_temp_path $WORK;
+  keepalive_requests 1000000;
+  upstream workers { random two least_conn; $SERVERS keepalive 64; }
+  server { listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://workers; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+
+taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
+GPUMESH_LOG=warn DHT_ENABLED=false GPUMESH_REGISTRY_TOKEN=bench \
+  taskset -c "$PROXY_CPU" "$BIN" gateway --listen 127.0.0.1:$GW --allow-private-upstreams \
+  --registry-rate-per-min 1000 --registry-ttl-secs 3600 2>"$WORK/gw.log" & PIDS+=($!)
+sleep 1.5
+
+{
+  echo "uptime: $(uptime)"
+  echo
+  timeout 900 taskset -c "$OTHER_CPUS" "$DRIVER" --gateway "http://127.0.0.1:$GW" \
+    --nginx "http://127.0.0.1:$NGINX" --token bench --base-port $BASE --rate "$RATE" \
+    --secs "$SECS" --calib-secs "$CALIB_SECS"
+} > "$OUT"

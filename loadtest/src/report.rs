@@ -1,0 +1,256 @@
+//! The run report: JSON (the machine-readable contract of issue 6), a markdown sibling and an
+//! SVG chart of throughput and latency over time (plotters).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::error::LoadtestError;
+use crate::traffic::Second;
+
+/// Traffic share against capacity share for one GPU profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileShare {
+    /// GPU profile.
+    pub profile: String,
+    /// Workers with it.
+    pub workers: usize,
+    /// Their share of the fleet's capacity (speed-weighted).
+    pub capacity_share: f64,
+    /// Their share of the requests served.
+    pub traffic_share: f64,
+    /// Requests they served.
+    pub served: u64,
+}
+
+/// Where the run happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Available parallelism.
+    pub cores: usize,
+    /// `/proc/loadavg` at the end of the run.
+    pub loadavg: String,
+}
+
+/// The machine figures now.
+pub fn machine() -> Machine {
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        loadavg: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Workers started.
+    pub workers: usize,
+    /// Goose users.
+    pub users: usize,
+    /// Traffic time, seconds.
+    pub duration_s: f64,
+    /// Workers the gateway listed when traffic started.
+    pub workers_discovered: usize,
+    /// Seconds from fleet start until every worker was listed.
+    pub discovery_s: f64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub failed: u64,
+    /// `ok / requests`.
+    pub success_ratio: f64,
+    /// Latency percentiles, ms (`p50`, `p95`, `p99`, `p999`, `max`).
+    pub latency_ms: BTreeMap<String, f64>,
+    /// Failures by error code.
+    pub errors: BTreeMap<String, u64>,
+    /// Bootstrap and registry calls during the traffic window.
+    pub central_calls_in_window: f64,
+    /// Those calls per worker per day, extrapolated from the window.
+    pub central_calls_per_worker_day: f64,
+    /// Bootstrap calls per worker over its whole life (once per start with the DHT).
+    pub bootstrap_calls_at_startup_per_worker: f64,
+    /// DHT messages per second seen by the gateway's node during the window.
+    pub dht_messages_per_s: f64,
+    /// `gateway-restart`: seconds from restart until every worker is listed again.
+    pub view_recovery_s: Option<f64>,
+    /// `chaos`: seconds from the kill until no killed worker is listed as routable.
+    pub failed_worker_traffic_stop_s: Option<f64>,
+    /// Traffic share vs capacity share per GPU profile.
+    pub traffic_by_profile: Vec<ProfileShare>,
+    /// `(seconds since fleet start, workers listed)`.
+    pub discovered_over_time: Vec<(f64, usize)>,
+    /// Per-second throughput and latency.
+    pub timeline: Vec<Second>,
+    /// The machine.
+    pub machine: Machine,
+}
+
+impl Report {
+    /// The markdown summary.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let l = |k: &str| self.latency_ms.get(k).copied().unwrap_or(0.0);
+        let _ = writeln!(s, "# gpumesh loadtest: `{}`\n", self.scenario);
+        let _ = writeln!(s, "| figure | value |\n|---|---|");
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(s, "| {k} | {v} |");
+        };
+        row(
+            "workers (discovered)",
+            format!("{} ({})", self.workers, self.workers_discovered),
+        );
+        row("discovery time", format!("{:.1} s", self.discovery_s));
+        row(
+            "users, duration",
+            format!("{}, {:.0} s", self.users, self.duration_s),
+        );
+        row(
+            "requests (failed)",
+            format!("{} ({})", self.requests, self.failed),
+        );
+        row("success ratio", format!("{:.5}", self.success_ratio));
+        row(
+            "latency p50 / p95 / p99 / p99.9 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1} ms",
+                l("p50"),
+                l("p95"),
+                l("p99"),
+                l("p999"),
+                l("max")
+            ),
+        );
+        row(
+            "central calls per worker-day",
+            format!("{:.2}", self.central_calls_per_worker_day),
+        );
+        row(
+            "bootstrap calls per worker at start",
+            format!("{:.2}", self.bootstrap_calls_at_startup_per_worker),
+        );
+        row(
+            "DHT messages/s at the gateway",
+            format!("{:.1}", self.dht_messages_per_s),
+        );
+        if let Some(v) = self.view_recovery_s {
+            row("view recovery after restart", format!("{v:.2} s"));
+        }
+        if let Some(v) = self.failed_worker_traffic_stop_s {
+            row("killed workers out of the view", format!("{v:.2} s"));
+        }
+        row(
+            "machine",
+            format!(
+                "{} cores, load {}",
+                self.machine.cores, self.machine.loadavg
+            ),
+        );
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "\n## Errors\n\n| code | count |\n|---|---|");
+            for (k, v) in &self.errors {
+                let _ = writeln!(s, "| `{k}` | {v} |");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## Traffic vs capacity by GPU\n\n| profile | workers | capacity share | traffic share |\n|---|---|---|---|"
+        );
+        for p in &self.traffic_by_profile {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} |",
+                p.profile, p.workers, p.capacity_share, p.traffic_share
+            );
+        }
+        s
+    }
+
+    /// Writes `path` (JSON), `path` with `.md`, and `path` with `.svg`; returns the paths.
+    ///
+    /// # Errors
+    /// A file that cannot be written, or a chart that cannot be drawn.
+    pub fn write(&self, path: &Path) -> Result<Vec<PathBuf>, LoadtestError> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, json)?;
+        let md = path.with_extension("md");
+        std::fs::write(&md, self.markdown())?;
+        let svg = path.with_extension("svg");
+        self.chart(&svg)?;
+        Ok(vec![path.to_owned(), md, svg])
+    }
+
+    /// Draws throughput (req/s) and p50/p99 latency (ms) per second into an SVG file.
+    ///
+    /// # Errors
+    /// [`LoadtestError::Io`] when plotters fails.
+    pub fn chart(&self, path: &Path) -> Result<(), LoadtestError> {
+        let err =
+            |e: &dyn std::fmt::Display| LoadtestError::Io(std::io::Error::other(e.to_string()));
+        let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (top, bottom) = root.split_vertically(300);
+        let t_max = self.timeline.len().max(2) as f64;
+        let rps_max = self
+            .timeline
+            .iter()
+            .map(|s| (s.ok + s.failed) as f64)
+            .fold(1.0, f64::max);
+        let mut c = ChartBuilder::on(&top)
+            .caption(
+                format!("{}: requests per second", self.scenario),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..t_max, 0f64..rps_max * 1.1)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh().x_desc("s").draw().map_err(|e| err(&e))?;
+        c.draw_series(LineSeries::new(
+            self.timeline.iter().map(|s| (s.t as f64, s.ok as f64)),
+            &BLUE,
+        ))
+        .map_err(|e| err(&e))?
+        .label("ok");
+        c.draw_series(LineSeries::new(
+            self.timeline.iter().map(|s| (s.t as f64, s.failed as f64)),
+            &RED,
+        ))
+        .map_err(|e| err(&e))?
+        .label("failed");
+        let lat_max = self.timeline.iter().map(|s| s.p99_ms).fold(1.0, f64::max);
+        let mut c = ChartBuilder::on(&bottom)
+            .caption(
+                "latency p50 (green) and p99 (orange), ms",
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..t_max, 0f64..lat_max * 1.1)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh().x_desc("s").draw().map_err(|e| err(&e))?;
+        c.draw_series(LineSeries::new(
+            self.timeline.iter().map(|s| (s.t as f64, s.p50_ms)),
+            &GREEN,
+        ))
+        .map_err(|e| err(&e))?;
+        c.draw_series(LineSeries::new(
+            self.timeline.iter().map(|s| (s.t as f64, s.p99_ms)),
+            &RGBColor(230, 120, 0),
+        ))
+        .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+        Ok(())
+    }
+}

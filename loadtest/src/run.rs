@@ -1,0 +1,391 @@
+//! One load-test run: gateway, fleet, discovery, goose traffic, the scenario's events, and the
+//! figures for the report.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gpumesh_dht::Timings;
+use gpumesh_gateway::{Config, Gateway, RunError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::demo::{gateway_config, run_token, worker_count};
+use crate::error::LoadtestError;
+use crate::fleet::{Fleet, FleetConfig, unique_temp_dir};
+use crate::report::{ProfileShare, Report};
+use crate::scenario::{LoadtestConfig, Scenario};
+use crate::traffic::{Recorder, TrafficConfig, drive};
+
+/// DHT timings for big loopback fleets: the fast test timings, stretched so that hundreds of
+/// nodes on two cores are not all refreshing every two seconds.
+pub fn fleet_timings() -> Timings {
+    Timings {
+        record_ttl: Duration::from_secs(60),
+        refresh_interval: Duration::from_secs(20),
+        heartbeat_interval: Duration::from_secs(10),
+        liveness_timeout: Duration::from_secs(35),
+        load_stale_after: Duration::from_secs(25),
+        query_timeout: Duration::from_secs(20),
+        gossip_heartbeat: Duration::from_secs(1),
+        ..Timings::fast()
+    }
+}
+
+/// A gateway that can be stopped and started again on the same HTTP and DHT addresses with
+/// the same DHT identity (so the workers' cached seed stays valid).
+struct GatewayProc {
+    config: Config,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl GatewayProc {
+    async fn start(config: Config) -> Result<(Self, SocketAddr), LoadtestError> {
+        let gw = Gateway::bind(config.clone()).await?;
+        let addr = gw.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gw.serve(stop.clone()));
+        let mut config = config;
+        config.listen = addr;
+        Ok((Self { config, stop, task }, addr))
+    }
+
+    async fn stop(self) -> Config {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Err(e)) => warn!(error = %e, "gateway stopped with an error"),
+            Err(e) => warn!(error = %e, "gateway task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.config
+    }
+}
+
+/// Sums every sample of the families whose name starts with `prefix` in Prometheus text.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> Option<String> {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// Bootstrap and registry calls (the central endpoints) and DHT messages, from `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Central {
+    calls: f64,
+    dht_messages: f64,
+}
+
+async fn central(http: &reqwest::Client, url: &str) -> Central {
+    let text = scrape(http, url).await.unwrap_or_default();
+    Central {
+        calls: metric_sum(&text, "gpumesh_gateway_bootstrap_requests_total")
+            + metric_sum(&text, "gpumesh_gateway_registry_requests_total"),
+        dht_messages: metric_sum(&text, "gpumesh_dht_messages_total"),
+    }
+}
+
+async fn online_ids(http: &reqwest::Client, url: &str) -> Option<Vec<String>> {
+    let r = http.get(format!("{url}/api/workers")).send().await.ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    Some(
+        v.get("workers")?
+            .as_array()?
+            .iter()
+            .filter(|w| w.get("state").and_then(|s| s.as_str()) == Some("online"))
+            .filter_map(|w| w.get("id")?.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// A deterministic pick of `k` of `0..n` (xorshift; the run is reproducible).
+fn pick(n: usize, k: usize, mut seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        all.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    all.truncate(k);
+    all
+}
+
+/// Runs one load test and returns its report.
+///
+/// # Errors
+/// Bad options, a gateway that cannot start, or a fleet that is not discovered in time.
+pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
+    config.validate()?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| LoadtestError::Http(e.to_string()))?;
+    let token = run_token();
+    let root = unique_temp_dir("gpumesh-loadtest");
+    std::fs::create_dir_all(&root)?;
+    let dht = config.scenario != Scenario::CoordinatorOnly;
+    let timings = fleet_timings();
+    let mut gw_config = gateway_config(SocketAddr::from(([127, 0, 0, 1], 0)), timings, &token);
+    gw_config.dht_enabled = dht;
+    let dht_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    gw_config.dht_listen = SocketAddr::from(([127, 0, 0, 1], dht_port));
+    gw_config.dht_identity_file = Some(root.join("gateway.key"));
+    // Production registry TTL: the coordinator-only figure is then comparable.
+    gw_config.registry_ttl = Duration::from_secs(90);
+    let (mut gateway, addr) = GatewayProc::start(gw_config).await?;
+    let url = format!("http://{addr}");
+    if dht {
+        crate::demo::wait_for_bootstrap(&url, Duration::from_secs(20)).await?;
+    }
+
+    let mut fleet_cfg = FleetConfig::new(config.workers, &url, &token);
+    fleet_cfg.dht_enabled = dht;
+    fleet_cfg.timings = timings;
+    fleet_cfg.refresh_every = timings.refresh_interval;
+    fleet_cfg.load_every = Duration::from_secs(5);
+    fleet_cfg.state_root = root.join("workers");
+    let started = Instant::now();
+    let mut fleet = Fleet::start(fleet_cfg).await?;
+
+    // Workers discovered over time, sampled every second for the whole run.
+    let discovered = Arc::new(Mutex::new(Vec::<(f64, usize)>::new()));
+    let sampler_stop = CancellationToken::new();
+    let sampler = {
+        let (http, url, d, stop) = (
+            http.clone(),
+            url.clone(),
+            Arc::clone(&discovered),
+            sampler_stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        let n = worker_count(&http, &url).await.unwrap_or(0);
+                        d.lock().unwrap_or_else(|e| e.into_inner())
+                            .push((started.elapsed().as_secs_f64(), n));
+                    }
+                }
+            }
+        })
+    };
+    let discovery = crate::demo::wait_for_workers(&url, config.workers, config.discovery_limit)
+        .await
+        .map(|d| d.as_secs_f64() + 0.0);
+    let discovery_s = match discovery {
+        Ok(_) => started.elapsed().as_secs_f64(),
+        Err(e) => {
+            sampler_stop.cancel();
+            fleet.shutdown().await;
+            gateway.stop().await;
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(e);
+        }
+    };
+    info!(
+        workers = config.workers,
+        discovery_s, "fleet discovered; traffic starts"
+    );
+    let workers_discovered = worker_count(&http, &url).await.unwrap_or(0);
+
+    let window_start = Instant::now();
+    let c0 = central(&http, &url).await;
+    let rec = Recorder::new();
+    let traffic_cfg = TrafficConfig {
+        url: url.clone(),
+        users: config.users,
+        duration: config.duration,
+        think: config.think,
+    };
+    let traffic = {
+        let rec = Arc::clone(&rec);
+        tokio::spawn(async move { drive(&traffic_cfg, rec).await })
+    };
+
+    // The scenario's event, a third of the way in.
+    tokio::time::sleep(config.duration / 3).await;
+    let mut view_recovery_s = None;
+    let mut failed_worker_traffic_stop_s = None;
+    let mut pre_restart = Central::default();
+    match config.scenario {
+        Scenario::Steady | Scenario::CoordinatorOnly => {}
+        Scenario::Chaos => {
+            let n = config.workers;
+            let victims = pick(n, (n / 5).max(1), 0x9E37_79B9_7F4A_7C15);
+            let ids: Vec<String> = victims
+                .iter()
+                .map(|&i| fleet.workers()[i].id.clone())
+                .collect();
+            let killed_at = Instant::now();
+            for &i in &victims {
+                fleet.kill(i).await;
+            }
+            for k in 0..victims.len() {
+                fleet.add_worker(n + k)?;
+            }
+            // Killed workers are out of the routable view (no longer online).
+            let deadline = killed_at + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(online) = online_ids(&http, &url).await
+                    && !online.iter().any(|id| ids.contains(id))
+                {
+                    failed_worker_traffic_stop_s = Some(killed_at.elapsed().as_secs_f64());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Scenario::SlowWorker => {
+            let n = config.workers;
+            let slow = pick(n, (n / 10).max(1), 0x5151_0BAD_F00D_0001);
+            for &i in &slow {
+                let _ = fleet.set_fault(i, r#"{"mode":"slow","factor":10}"#).await;
+            }
+            tokio::time::sleep(config.duration / 3).await;
+            for &i in &slow {
+                let _ = fleet.set_fault(i, r#"{"mode":"none"}"#).await;
+            }
+        }
+        Scenario::GatewayRestart => {
+            pre_restart = central(&http, &url).await;
+            let cfg = gateway.stop().await;
+            let restarted = Instant::now();
+            let (g, _) = GatewayProc::start(cfg).await?;
+            gateway = g;
+            if let Ok(d) =
+                crate::demo::wait_for_workers(&url, config.workers, Duration::from_secs(60)).await
+            {
+                view_recovery_s = Some(d.as_secs_f64().max(restarted.elapsed().as_secs_f64()));
+            }
+        }
+    }
+
+    let goose = match traffic.await {
+        Ok(r) => r,
+        Err(e) => Err(LoadtestError::Goose(e.to_string())),
+    };
+    let window_s = window_start.elapsed().as_secs_f64();
+    let c1 = central(&http, &url).await;
+    let (calls, messages) = if config.scenario == Scenario::GatewayRestart {
+        (
+            (pre_restart.calls - c0.calls) + c1.calls,
+            (pre_restart.dht_messages - c0.dht_messages) + c1.dht_messages,
+        )
+    } else {
+        (c1.calls - c0.calls, c1.dht_messages - c0.dht_messages)
+    };
+    let shares = shares(&http, &fleet).await;
+    sampler_stop.cancel();
+    let _ = sampler.await;
+    let reports = fleet.shutdown().await;
+    gateway.stop().await;
+    let _ = std::fs::remove_dir_all(&root);
+    goose?;
+    let startup_calls: u64 = reports.iter().map(|r| r.bootstrap_calls).sum();
+
+    let summary = rec.summary();
+    let success_ratio = if summary.requests == 0 {
+        0.0
+    } else {
+        summary.ok as f64 / summary.requests as f64
+    };
+    let discovered_over_time = discovered.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Report {
+        scenario: config.scenario.name().to_owned(),
+        workers: config.workers,
+        users: config.users,
+        duration_s: config.duration.as_secs_f64(),
+        workers_discovered,
+        discovery_s,
+        requests: summary.requests,
+        ok: summary.ok,
+        failed: summary.failed,
+        success_ratio,
+        latency_ms: summary.latency_ms,
+        errors: summary.errors,
+        central_calls_in_window: calls,
+        central_calls_per_worker_day: calls / config.workers as f64 / window_s * 86_400.0,
+        bootstrap_calls_at_startup_per_worker: startup_calls as f64 / config.workers as f64,
+        dht_messages_per_s: messages / window_s,
+        view_recovery_s,
+        failed_worker_traffic_stop_s,
+        traffic_by_profile: shares,
+        discovered_over_time,
+        timeline: rec.timeline(),
+        machine: crate::report::machine(),
+    })
+}
+
+/// Requests served per GPU profile (from each mock service) against capacity shares.
+async fn shares(http: &reqwest::Client, fleet: &Fleet) -> Vec<ProfileShare> {
+    let mut by: BTreeMap<&'static str, (usize, f64, u64)> = BTreeMap::new();
+    for w in fleet.workers() {
+        let served = async {
+            let r = http
+                .get(format!("{}/admin/state", w.url))
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v.get("served")?.as_u64()
+        }
+        .await
+        .unwrap_or(0);
+        let e = by.entry(w.profile).or_default();
+        e.0 += 1;
+        e.1 += w.speed;
+        e.2 += served;
+    }
+    let cap: f64 = by.values().map(|v| v.1).sum();
+    let served: u64 = by.values().map(|v| v.2).sum();
+    by.into_iter()
+        .map(|(profile, (workers, speed, s))| ProfileShare {
+            profile: profile.to_owned(),
+            workers,
+            capacity_share: if cap > 0.0 { speed / cap } else { 0.0 },
+            traffic_share: if served > 0 {
+                s as f64 / served as f64
+            } else {
+                0.0
+            },
+            served: s,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_distinct_indices_and_sums_metrics() {
+        let p = pick(100, 20, 7);
+        let mut q = p.clone();
+        q.sort_unstable();
+        q.dedup();
+        assert_eq!(q.len(), 20);
+        assert!(p.iter().all(|&i| i < 100));
+        let text =
+            "# HELP x\ngpumesh_x_total{a=\"1\"} 3\ngpumesh_x_total{a=\"2\"} 4.5\ngpumesh_y 9\n";
+        assert_eq!(metric_sum(text, "gpumesh_x_total"), 7.5);
+    }
+}

@@ -1,0 +1,242 @@
+//! Traffic: goose users driving `/api/service/...`, and a recorder of every answer.
+//!
+//! Goose drives the load (users, ramp-up, run time); each transaction times its own request
+//! and records it here, in one hdrhistogram for the whole run and one per second for the
+//! chart, so percentiles and the timeline come from the same measurements.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use hdrhistogram::Histogram;
+
+use crate::error::LoadtestError;
+
+/// One second of the run, for the chart.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Second {
+    /// Seconds since the traffic started.
+    pub t: u64,
+    /// Successful answers.
+    pub ok: u64,
+    /// Failed answers.
+    pub failed: u64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    all: Histogram<u64>,
+    seconds: Vec<(u64, u64, Histogram<u64>)>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Every answer of a run: latency (µs) and outcome.
+#[derive(Debug)]
+pub struct Recorder {
+    start: Instant,
+    inner: Mutex<Inner>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("static bounds are valid")
+}
+
+/// Whole-run figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Answers recorded.
+    pub requests: u64,
+    /// Successful answers (2xx).
+    pub ok: u64,
+    /// Failed answers.
+    pub failed: u64,
+    /// Latency percentiles, ms: p50, p95, p99, p99.9, max.
+    pub latency_ms: BTreeMap<String, f64>,
+    /// Failures by error code (the gateway's JSON `code`, `http_<status>` or `transport`).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    /// A recorder whose clock starts now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            inner: Mutex::new(Inner {
+                all: histogram(),
+                seconds: Vec::new(),
+                errors: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Records one answer; `error` is `None` on success.
+    pub fn record(&self, latency: Duration, error: Option<String>) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let sec = self.start.elapsed().as_secs() as usize;
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = g.all.record(us.min(120_000_000));
+        while g.seconds.len() <= sec {
+            g.seconds.push((0, 0, histogram()));
+        }
+        let slot = &mut g.seconds[sec];
+        match &error {
+            None => slot.0 += 1,
+            Some(_) => slot.1 += 1,
+        }
+        let _ = slot.2.record(us.min(120_000_000));
+        if let Some(code) = error {
+            *g.errors.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Failures recorded so far.
+    pub fn failures(&self) -> u64 {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.seconds.iter().map(|s| s.1).sum()
+    }
+
+    /// The whole-run figures.
+    pub fn summary(&self) -> Summary {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let ok: u64 = g.seconds.iter().map(|s| s.0).sum();
+        let failed: u64 = g.seconds.iter().map(|s| s.1).sum();
+        let ms = |q: f64| g.all.value_at_quantile(q) as f64 / 1000.0;
+        let latency_ms = [
+            ("p50", ms(0.5)),
+            ("p95", ms(0.95)),
+            ("p99", ms(0.99)),
+            ("p999", ms(0.999)),
+            ("max", g.all.max() as f64 / 1000.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Summary {
+            requests: ok + failed,
+            ok,
+            failed,
+            latency_ms,
+            errors: g.errors.clone(),
+        }
+    }
+
+    /// The per-second timeline.
+    pub fn timeline(&self) -> Vec<Second> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.seconds
+            .iter()
+            .enumerate()
+            .map(|(t, (ok, failed, h))| Second {
+                t: t as u64,
+                ok: *ok,
+                failed: *failed,
+                p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            })
+            .collect()
+    }
+}
+
+/// Options of the goose part of a run.
+#[derive(Debug, Clone)]
+pub struct TrafficConfig {
+    /// The gateway's base URL.
+    pub url: String,
+    /// Concurrent users.
+    pub users: usize,
+    /// Run time after ramp-up.
+    pub duration: Duration,
+    /// Pause between one user's requests.
+    pub think: Duration,
+}
+
+async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> TransactionResult {
+    let service = match n % 10 {
+        0..=5 => "ocr",
+        6..=8 => "embed",
+        _ => "llm",
+    };
+    let body = vec![b'x'; 256];
+    let started = Instant::now();
+    let answer = user
+        .post(&format!("/api/service/{service}/run"), body)
+        .await;
+    let error = match answer {
+        Err(e) => Some(format!("goose: {e}")),
+        Ok(r) => match r.response {
+            Err(e) if e.is_timeout() => Some("timeout".to_owned()),
+            Err(_) => Some("transport".to_owned()),
+            Ok(resp) if resp.status().is_success() => {
+                let _ = resp.bytes().await;
+                None
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let code = resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("code")?.as_str().map(str::to_owned));
+                Some(code.unwrap_or_else(|| format!("http_{status}")))
+            }
+        },
+    };
+    rec.record(started.elapsed(), error);
+    Ok(())
+}
+
+/// Runs goose users against the gateway for the configured time, recording into `rec`.
+///
+/// # Errors
+/// [`LoadtestError::Goose`] when goose cannot start or fails.
+pub async fn drive(config: &TrafficConfig, rec: Arc<Recorder>) -> Result<(), LoadtestError> {
+    let goose_err = |e: GooseError| LoadtestError::Goose(e.to_string());
+    let counter = Arc::new(AtomicUsize::new(0));
+    let tx = Transaction::new(Arc::new(move |user: &mut GooseUser| {
+        let rec = Arc::clone(&rec);
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { one_request(user, &rec, n).await })
+    }));
+    let think = config.think;
+    let scenario = scenario!("service")
+        .set_wait_time(think / 2, think + think / 2)
+        .map_err(goose_err)?
+        .register_transaction(tx);
+    let users = config.users.max(1);
+    let rate = format!("{}", users.max(10));
+    GooseAttack::initialize_with_config(GooseConfiguration::default())
+        .map_err(goose_err)?
+        .register_scenario(scenario)
+        .set_default(GooseDefault::Host, config.url.as_str())
+        .map_err(goose_err)?
+        .set_default(GooseDefault::Users, users)
+        .map_err(goose_err)?
+        .set_default(GooseDefault::IncreaseRate, rate.as_str())
+        .map_err(goose_err)?
+        .set_default(
+            GooseDefault::RunTime,
+            config.duration.as_secs().max(1) as usize,
+        )
+        .map_err(goose_err)?
+        .set_default(GooseDefault::NoTelnet, true)
+        .map_err(goose_err)?
+        .set_default(GooseDefault::NoPrintMetrics, true)
+        .map_err(goose_err)?
+        .set_default(GooseDefault::NoErrorSummary, true)
+        .map_err(goose_err)?
+        .set_default(GooseDefault::Quiet, 1)
+        .map_err(goose_err)?
+        .execute()
+        .await
+        .map_err(goose_err)?;
+    Ok(())
+}
