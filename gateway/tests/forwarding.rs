@@ -423,3 +423,29 @@ fn support_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|(_, v)| v.parse::<f64>().unwrap())
         .sum()
 }
+
+#[tokio::test]
+async fn in_flight_is_released_when_the_client_leaves_before_the_answer() {
+    let (w, _stop) = start_worker("hanger").await;
+    let gw = start_gateway(config()).await;
+    register(&gw, &record("hanger", "gen", &format!("http://{w}"))).await;
+    let gone = client()
+        .get(gw.url("/api/service/gen/hang"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the worker never answers");
+    let released = support::eventually(Duration::from_secs(5), || async {
+        let view: WorkerView = client()
+            .get(gw.url("/api/workers/hanger"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        view.in_flight == 0
+    })
+    .await;
+    assert!(released, "the pick ended when the frontend went away");
+}

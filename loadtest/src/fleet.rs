@@ -150,7 +150,7 @@ impl Fleet {
         };
         for i in 0..fleet.config.workers {
             fleet.add_worker(i)?;
-            if i % 50 == 49 {
+            if (i + 1).is_multiple_of(50) {
                 tokio::task::yield_now().await;
             }
         }
@@ -162,7 +162,7 @@ impl Fleet {
         let c = &self.config;
         let profile = PROFILES[index % PROFILES.len()];
         let mut services = vec![SERVICES[0].to_owned(), SERVICES[1].to_owned()];
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             services.push(SERVICES[2].to_owned());
         }
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));

@@ -7,7 +7,7 @@
 //! - [`traffic`]: goose users driving `/api/service/...` and the hdrhistogram recorder.
 //! - [`run`]: one load-test run, [`run::run`] (`gpumesh loadtest`).
 //! - [`report`]: [`Report`] as JSON, markdown and an SVG chart.
-//! - [`error`]: [`LoadtestError`].
+//! - [`error`]: the crate's error type, [`LoadtestError`].
 
 pub mod demo;
 pub mod error;

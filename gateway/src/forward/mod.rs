@@ -308,8 +308,16 @@ impl Forwarder {
             } else {
                 std::mem::take(&mut headers)
             };
+            // Until the answer's headers arrive, the frontend may go away (hyper then drops
+            // this future): the guard ends the pick as `Cancelled`, so in-flight never leaks.
+            let guard = PickGuard {
+                directory,
+                picked: Some(picked),
+                started,
+            };
             let sent =
                 tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await;
+            let picked = guard.disarm();
             let err = match sent {
                 Ok(Ok(resp)) => {
                     return Ok(self.respond(
@@ -423,6 +431,34 @@ impl Forwarder {
             tracked.guard.finish(Some(true));
         }
         Response::from_parts(parts, Body::new(tracked))
+    }
+}
+
+/// Ends a pick as `Cancelled` when dropped armed (the frontend left while the worker had the
+/// request and no response headers had come back yet).
+struct PickGuard<'a> {
+    directory: &'a Directory,
+    picked: Option<Picked>,
+    started: Instant,
+}
+
+impl PickGuard<'_> {
+    fn disarm(mut self) -> Picked {
+        self.picked.take().expect("a guard is disarmed once")
+    }
+}
+
+impl Drop for PickGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(picked) = self.picked.take() {
+            debug!(worker = %picked.id, "the frontend went away before the worker answered");
+            self.directory.finish(
+                &picked,
+                Finish::Cancelled,
+                self.started.elapsed(),
+                Instant::now(),
+            );
+        }
     }
 }
 
