@@ -42,18 +42,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  workers:   {url}/api/workers");
         println!("  try:       {}", sample_curl(&url));
         println!("Press Ctrl-C to stop.");
+        // One signal future for the whole run: a Ctrl-C that arrives while the workers are
+        // still joining is not lost.
+        let signal = super::shutdown_signal();
+        tokio::pin!(signal);
         tokio::select! {
             r = demo.wait_for_workers(args.workers, Duration::from_secs(120)) => match r {
                 Ok(()) => println!("all {} workers are in the gateway's view", args.workers),
                 Err(e) => eprintln!("gpumesh demo: {e}"),
             },
-            () = super::shutdown_signal() => {
+            () = &mut signal => {
                 println!("stopping…");
                 demo.shutdown().await?;
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        super::shutdown_signal().await;
+        signal.await;
         println!("stopping…");
         demo.shutdown().await?;
         Ok(ExitCode::SUCCESS)

@@ -24,14 +24,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.identity.is_none() && args.network_key.is_none() {
         return Err(UsageError("give --identity <file> and/or --network-key <file>".into()).into());
     }
-    if let Some(path) = &args.network_key {
-        if path.exists() {
-            return Err(UsageError(format!(
-                "{} exists; refusing to overwrite a network key",
-                path.display()
-            ))
-            .into());
-        }
+    if let Some(path) = &args.network_key
+        && path.exists()
+    {
+        return Err(UsageError(format!(
+            "{} exists; refusing to overwrite a network key",
+            path.display()
+        ))
+        .into());
     }
     if let Some(path) = &args.identity {
         let existed = path.exists();

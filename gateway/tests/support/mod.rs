@@ -115,7 +115,8 @@ fn header(h: &HeaderMap, name: &str) -> String {
 
 /// A fake worker named `name`:
 /// - `ANY /echo/*`: the request body back, with `x-seen-*` headers describing the request;
-/// - `GET /stream`: two chunks 150 ms apart;
+/// - `GET /stream`: one chunk, then a second once `POST /release` is called (or after 30 s),
+///   so a test can look at the gateway while the body is provably still open;
 /// - `GET /hang`: never answers;
 /// - `GET /fail`: 500.
 pub async fn start_worker(name: &'static str) -> (SocketAddr, CancellationToken) {
@@ -136,21 +137,44 @@ pub async fn start_worker(name: &'static str) -> (SocketAddr, CancellationToken)
         }
         resp
     };
+    let release_stream = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release_post = release_stream.clone();
     let app = Router::new()
         .route("/echo/{*rest}", any(echo))
         .route(
             "/stream",
-            get(|| async {
-                let chunks = futures::stream::unfold(0u8, |i| async move {
-                    if i == 2 {
-                        return None;
-                    }
-                    if i == 1 {
-                        tokio::time::sleep(Duration::from_millis(150)).await;
-                    }
-                    Some((Ok::<_, std::io::Error>(format!("chunk{i};")), i + 1))
-                });
-                Body::from_stream(chunks)
+            get(move || {
+                let release = release_stream.clone();
+                async move {
+                    let chunks = futures::stream::unfold(0u8, move |i| {
+                        let release = release.clone();
+                        async move {
+                            if i == 2 {
+                                return None;
+                            }
+                            if i == 1 {
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(30),
+                                    release.notified(),
+                                )
+                                .await;
+                            }
+                            Some((Ok::<_, std::io::Error>(format!("chunk{i};")), i + 1))
+                        }
+                    });
+                    Body::from_stream(chunks)
+                }
+            }),
+        )
+        .route(
+            "/release",
+            axum::routing::post(move || {
+                let release = release_post.clone();
+                async move {
+                    // `notify_one` stores a permit, so a release that comes first is not lost.
+                    release.notify_one();
+                    "released"
+                }
             }),
         )
         .route(
