@@ -25,7 +25,9 @@ async fn spawn(slots: u32, base_ms: f64, speed: f64) -> MockService {
 
 #[tokio::test]
 async fn slots_queue_in_fifo_order_and_service_time_follows_speed() {
-    let svc = spawn(1, 100.0, 2.0).await; // 50 ms per request
+    // 400 ms per request (800 ms at speed 2) and arrivals 100 ms apart: wide margins, so the
+    // order and the queue are defined even on a loaded machine.
+    let svc = spawn(1, 800.0, 2.0).await;
     let url = format!("{}/api/service/ocr/run", svc.url());
     let c = client();
     let start = Instant::now();
@@ -33,20 +35,22 @@ async fn slots_queue_in_fifo_order_and_service_time_follows_speed() {
     for i in 0..3u64 {
         let (c, url) = (c.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            // Stagger arrivals so the FIFO order is defined.
-            tokio::time::sleep(Duration::from_millis(i * 10)).await;
+            tokio::time::sleep(Duration::from_millis(i * 100)).await;
             let r = c.post(&url).body("x").send().await.unwrap();
             assert_eq!(r.status(), 200);
             (i, start.elapsed())
         }));
-        if i == 1 {
-            tokio::time::sleep(Duration::from_millis(15)).await;
-            let load = svc.load();
-            assert_eq!(load.max_concurrency, 1);
-            assert_eq!(load.in_flight, 1);
-            assert!(load.queue_depth >= 1, "{load:?}");
-        }
     }
+    // While the first request holds the only slot, the others queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut load = svc.load();
+    while load.queue_depth < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        load = svc.load();
+    }
+    assert_eq!(load.max_concurrency, 1);
+    assert_eq!(load.in_flight, 1, "{load:?}");
+    assert!(load.queue_depth >= 1, "{load:?}");
     let mut done = Vec::new();
     for t in tasks {
         done.push(t.await.unwrap());
@@ -58,8 +62,8 @@ async fn slots_queue_in_fifo_order_and_service_time_follows_speed() {
         "FIFO"
     );
     assert!(
-        done[2].1 >= Duration::from_millis(150),
-        "three 50 ms jobs in series"
+        done[2].1 >= Duration::from_millis(1200),
+        "three 400 ms jobs in series"
     );
     assert_eq!(svc.load().in_flight, 0);
     assert_eq!(svc.state().served, 3);
