@@ -164,18 +164,11 @@ pub(crate) fn scan_min(
 pub(crate) fn p2c_weighted(
     c: &Candidates<'_>,
     rng: &mut dyn RngCore,
-    mut cost: impl FnMut(u32) -> f64,
+    cost: impl FnMut(u32) -> f64,
 ) -> Option<u32> {
     let mut pair = [0u32; 2];
-    match c.sample_distinct_weighted(rng, &mut pair) {
-        0 => None,
-        1 => Some(pair[0]),
-        _ => Some(if cost(pair[0]) <= cost(pair[1]) {
-            pair[0]
-        } else {
-            pair[1]
-        }),
-    }
+    let drawn = c.sample_distinct_weighted(rng, &mut pair);
+    lower_of(pair, drawn, cost)
 }
 
 /// Power of two choices: two distinct random eligible slots, the lower cost wins (tie →
@@ -183,10 +176,17 @@ pub(crate) fn p2c_weighted(
 pub(crate) fn p2c(
     c: &Candidates<'_>,
     rng: &mut dyn RngCore,
-    mut cost: impl FnMut(u32) -> f64,
+    cost: impl FnMut(u32) -> f64,
 ) -> Option<u32> {
     let mut pair = [0u32; 2];
-    match c.sample_distinct(rng, &mut pair) {
+    let drawn = c.sample_distinct(rng, &mut pair);
+    lower_of(pair, drawn, cost)
+}
+
+/// The P2C decision over `drawn` (0, 1 or 2) sampled slots: none, the only one, or the lower
+/// cost (tie → the first drawn).
+fn lower_of(pair: [u32; 2], drawn: usize, mut cost: impl FnMut(u32) -> f64) -> Option<u32> {
+    match drawn {
         0 => None,
         1 => Some(pair[0]),
         _ => Some(if cost(pair[0]) <= cost(pair[1]) {
