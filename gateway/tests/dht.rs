@@ -30,14 +30,7 @@ fn dht_config() -> Config {
 }
 
 async fn bootstrap(gw: &RunningGateway) -> BootstrapResponse {
-    client()
-        .get(gw.url("/api/dht/bootstrap"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json("/api/dht/bootstrap").await
 }
 
 async fn worker_node(seeds: Vec<Multiaddr>, shutdown: &CancellationToken) -> DhtHandle {
@@ -48,14 +41,7 @@ async fn worker_node(seeds: Vec<Multiaddr>, shutdown: &CancellationToken) -> Dht
 }
 
 async fn workers(gw: &RunningGateway) -> WorkersResponse {
-    client()
-        .get(gw.url("/api/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json("/api/workers").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,14 +160,7 @@ async fn dht_records_route_and_forged_records_are_never_called() {
     assert_eq!(ids, vec![honest_id.clone()]);
 
     // The DHT's own metrics are in the same /metrics.
-    let text = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     assert!(text.contains("gpumesh_dht_") && text.contains("gpumesh_gateway_"));
     // Both forgeries reached the gateway's node and were refused there.
     for reason in ["signer_mismatch", "bad_signature"] {

@@ -75,14 +75,7 @@ async fn in_flight_is_held_until_the_response_body_ends() {
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert_eq!(first.as_ref(), b"chunk0;");
-    let view: WorkerView = client()
-        .get(gw.url("/api/workers/slowbody"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: WorkerView = gw.get_json("/api/workers/slowbody").await;
     assert_eq!(
         view.in_flight, 1,
         "headers arrived but the body has not ended"
@@ -98,14 +91,7 @@ async fn in_flight_is_held_until_the_response_body_ends() {
     // moment after the client has read the last bytes: poll briefly.
     let mut in_flight = u32::MAX;
     for _ in 0..50 {
-        let view: WorkerView = client()
-            .get(gw.url("/api/workers/slowbody"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: WorkerView = gw.get_json("/api/workers/slowbody").await;
         in_flight = view.in_flight;
         if in_flight == 0 {
             break;
@@ -144,14 +130,7 @@ async fn a_dead_workers_requests_fail_over_to_a_live_one() {
         assert_eq!(resp.headers()["x-gpumesh-worker"], "live");
         assert_eq!(resp.text().await.unwrap(), format!("req{i}"));
     }
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text("/metrics").await;
     let retries = support_metric(
         &metrics,
         "gpumesh_gateway_retries_total",
@@ -340,14 +319,7 @@ async fn metrics_are_prometheus_text_and_count_what_happened() {
         .await
         .unwrap();
     assert_eq!(del.status(), StatusCode::NO_CONTENT);
-    let text = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     assert!(!text.contains("worker=\"m\""));
 }
 
@@ -454,14 +426,7 @@ async fn in_flight_is_released_when_the_client_leaves_before_the_answer() {
         .await;
     assert!(gone.is_err(), "the worker never answers");
     let released = support::eventually(Duration::from_secs(5), || async {
-        let view: WorkerView = client()
-            .get(gw.url("/api/workers/hanger"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: WorkerView = gw.get_json("/api/workers/hanger").await;
         view.in_flight == 0
     })
     .await;

@@ -76,6 +76,32 @@ impl RunningGateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// `GET path` and the body as text (any status).
+    #[allow(dead_code, reason = "not every test binary reads text")]
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("gateway answers")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// `GET path` and the body decoded as JSON (any status).
+    #[allow(dead_code, reason = "not every test binary reads JSON")]
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("gateway answers")
+            .json()
+            .await
+            .expect("JSON body")
+    }
 }
 
 impl Drop for RunningGateway {
