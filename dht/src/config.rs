@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use libp2p::{Multiaddr, identity::Keypair, pnet::PreSharedKey};
 
-use crate::{DhtError, metrics::DhtMetrics, validate::RecordLimits};
+use crate::{DhtError, admission::Admission, metrics::DhtMetrics, validate::RecordLimits};
 
 /// What a node is for. Seeds and gateways are DHT servers; workers are DHT clients unless the
 /// operator says they are reachable.
@@ -183,6 +183,9 @@ pub struct NodeConfig {
     pub identity: Identity,
     /// Optional pre-shared network key: peers without it cannot connect at all.
     pub network_key: Option<PreSharedKey>,
+    /// Operator-signed admission: this node's own token, and the operators it trusts (none:
+    /// not enforced). See [`crate::admission`].
+    pub admission: Admission,
     /// Timings.
     pub timings: Timings,
     /// DHT and store sizes.
@@ -205,6 +208,7 @@ impl NodeConfig {
             external: Vec::new(),
             identity: Identity::Key(Keypair::generate_ed25519()),
             network_key: None,
+            admission: Admission::default(),
             timings: Timings::default(),
             sizing: Sizing::default(),
             metrics: DhtMetrics::default(),

@@ -47,6 +47,8 @@ pub struct Topology {
     pub routing_table: Vec<PeerId>,
     /// Records in the local store.
     pub records_stored: usize,
+    /// Provider records in the local store (service index entries held for others).
+    pub providers_stored: usize,
     /// Peers subscribed to the load topic that we know of.
     pub gossip_peers: usize,
     /// Workers in the registry view.
@@ -69,6 +71,18 @@ pub(crate) enum Command {
     Dial(Multiaddr, Reply<()>),
     Disconnect(PeerId, Reply<()>),
     PutRaw(libp2p::kad::RecordKey, Vec<u8>, Reply<()>),
+    ImportRecords(Vec<Vec<u8>>, Reply<ImportSummary>),
+}
+
+/// What [`DhtHandle::import_records`] did with the envelopes it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Verified and new (or newer than the view's copy): now in the registry view.
+    pub imported: usize,
+    /// Verified but not newer than what the view holds.
+    pub unchanged: usize,
+    /// Refused: bad signature, malformed, oversized, expired, schema.
+    pub rejected: usize,
 }
 
 /// A cheap, cloneable handle to a running node.
@@ -182,6 +196,15 @@ impl DhtHandle {
         value: Vec<u8>,
     ) -> Result<(), DhtError> {
         self.call(|r| Command::PutRaw(key, value, r)).await
+    }
+
+    /// Verifies signed record envelopes (e.g. a gateway's saved view) exactly as records from
+    /// the network are verified (signature, signer = record peer id, size, times, schema) and
+    /// merges the valid ones into the registry view (newest `seq` wins). A stale or tampered
+    /// file therefore cannot inject anything: expired records are refused, and a forged one
+    /// fails its signature.
+    pub async fn import_records(&self, envelopes: Vec<Vec<u8>>) -> Result<ImportSummary, DhtError> {
+        self.call(|r| Command::ImportRecords(envelopes, r)).await
     }
 
     /// Stops the node and waits until its task has ended.

@@ -29,6 +29,19 @@ pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, DhtError> {
     }
 }
 
+/// Loads the keypair in `path`; a missing file is an error (operator keys are never created
+/// implicitly: a typo must not mint a new operator).
+pub fn read_keypair(path: &Path) -> Result<Keypair, DhtError> {
+    let bytes = std::fs::read(path).map_err(|source| DhtError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Keypair::from_protobuf_encoding(&bytes).map_err(|e| DhtError::BadKey {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// Writes `key` to `path` (mode 0600); refuses to overwrite an existing file.
 pub fn write_keypair(path: &Path, key: &Keypair) -> Result<(), DhtError> {
     let bytes = key.to_protobuf_encoding().map_err(|e| DhtError::BadKey {
@@ -51,6 +64,14 @@ pub fn load_network_key(path: &Path) -> Result<PreSharedKey, DhtError> {
         path: path.to_owned(),
         source,
     })?;
+    // libp2p-pnet's parser slices the text by byte offsets and panics on a multi-byte
+    // character (found by fuzzing); a key file is ASCII, so refuse anything else first.
+    if !text.is_ascii() {
+        return Err(DhtError::BadKey {
+            path: path.to_owned(),
+            reason: "a network key file is ASCII text".into(),
+        });
+    }
     text.trim_end()
         .parse()
         .or_else(|_| text.parse())

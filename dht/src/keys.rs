@@ -79,8 +79,12 @@ pub fn parse_key(key: &RecordKey) -> Option<ParsedKey> {
         return peer.parse().ok().map(ParsedKey::Worker);
     }
     let rest = s.strip_prefix(SERVICE_PREFIX)?;
-    let (service, shard) = rest.rsplit_once('/')?;
-    let shard: u32 = shard.parse().ok()?;
+    let (service, shard_text) = rest.rsplit_once('/')?;
+    let shard: u32 = shard_text.parse().ok()?;
+    // Only the canonical spelling: `07` or `+7` would give one shard many keys to fill.
+    if shard_text != shard.to_string() {
+        return None;
+    }
     (is_valid_service(service) && shard < MAX_SHARDS).then(|| ParsedKey::Service {
         service: service.to_owned(),
         shard,

@@ -7,6 +7,7 @@
 //!
 //! Layout:
 //! - [`record`]: the worker record schema.
+//! - [`admission`]: operator-signed admission tokens and the keys that check them.
 //! - [`signed`]: signed envelopes around records; verification.
 //! - [`validate`]: reject reasons and limits for inbound data.
 //! - [`keys`]: protocol names and key namespaces, service shards.
@@ -22,6 +23,7 @@
 //! - [`wire`]: HTTP shapes agents and gateways share (bootstrap seeds, fallback registry).
 //! - `behaviour`, `transport` (private): the composed behaviour and the transport stack.
 
+pub mod admission;
 mod behaviour;
 pub mod bench;
 pub mod config;
@@ -40,9 +42,12 @@ mod transport;
 pub mod validate;
 pub mod wire;
 
+pub use admission::{Admission, AdmissionToken, OperatorKey};
 pub use config::{NodeConfig, Role, Timings, TransportKind};
 pub use error::DhtError;
 pub use handle::{DhtHandle, LoadSample, Topology};
+/// The pre-shared network key type (libp2p pnet), for crates that pass one through.
+pub use libp2p::pnet::PreSharedKey;
 pub use node::{run, spawn};
 pub use record::WorkerRecord;
 pub use registry::{RegistryEvent, RegistryView, WorkerEntry};

@@ -7,6 +7,7 @@
 
 mod commands;
 mod events;
+mod gate;
 mod queries;
 
 use std::{
@@ -64,6 +65,15 @@ pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandl
         Identity::File(path) => load_or_create_keypair(path)?,
         Identity::Key(k) => k.clone(),
     };
+    if let Some(token) = &config.admission.token {
+        // Not fatal here (the agent refuses such a token before it starts a node): the records
+        // are still published, and admission-enforcing nodes count and refuse them.
+        let me = key.public().to_peer_id();
+        if token.peer_id() != me {
+            tracing::warn!(token_peer = %token.peer_id(), peer = %me,
+                "the admission token is for another peer; enforcing nodes will refuse this node");
+        }
+    }
     let mut swarm = build_swarm(&config, &key)?;
     for addr in &config.listen {
         swarm
@@ -129,6 +139,8 @@ pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandl
         stored_seqs: HashMap::new(),
         put_retry_at: None,
         put_backoff: Duration::ZERO,
+        gate: gate::Gate::default(),
+        own_token_expired_logged: false,
     };
     el.dial_seeds();
     let span = tracing::debug_span!("dht", peer = %short(&el.local_peer()));
@@ -198,6 +210,10 @@ pub(crate) struct EventLoop {
     put_retry_at: Option<Instant>,
     /// The last retry delay (zero after a successful put).
     put_backoff: Duration,
+    /// Admission state (admitted, denied and unknown peers).
+    gate: gate::Gate,
+    /// Whether the expiry of this node's own admission token has been logged.
+    own_token_expired_logged: bool,
 }
 
 impl EventLoop {
@@ -271,6 +287,19 @@ impl EventLoop {
         let connected = self.seeds.iter().any(|(p, _)| self.swarm.is_connected(p));
         if !connected {
             self.dial_seeds();
+            // A bootstrap walks towards our own id and may never contact a seed (in a big
+            // network it finds closer peers first), so a restarted seed would wait for some
+            // later query to reach it. Dial the seeds themselves; the condition prevents a
+            // second connection when kad dials one too.
+            for (peer, addr) in self.seeds.clone() {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "seed re-dial");
+                }
+            }
         }
     }
 
@@ -309,5 +338,6 @@ impl EventLoop {
             .subscribes()
             .then_some(self.config.timings.liveness_timeout);
         self.registry.sweep(now_ms(), now, liveness);
+        self.sweep_gate();
     }
 }

@@ -47,6 +47,9 @@ pub struct WorkerEntry {
     /// When the entry expires, ms since the Unix epoch: the record's `expires_at_ms`, extended
     /// by heartbeats that vouch for a newer record with the same content.
     pub expires_at_ms: u64,
+    /// The signed envelope the current record came in (the DHT value). A gateway persists these
+    /// to restore its view after a restart; they are verified again when read back.
+    pub envelope: Arc<[u8]>,
 }
 
 /// Load figures with their age, for cost functions that discount old data.
@@ -210,6 +213,7 @@ impl RegistryView {
                 Some(e) if e.record.seq >= sr.record.seq => return false,
                 Some(e) => {
                     e.record = sr.record.clone();
+                    e.envelope = Arc::from(sr.bytes.as_slice());
                     e.record_received = now;
                     e.expires_at_ms = e.expires_at_ms.max(sr.record.expires_at_ms);
                     RegistryEvent::Updated(e.clone())
@@ -222,6 +226,7 @@ impl RegistryView {
                         record_received: now,
                         heartbeat: None,
                         expires_at_ms: sr.record.expires_at_ms,
+                        envelope: Arc::from(sr.bytes.as_slice()),
                     };
                     map.insert(sr.peer_id, e.clone());
                     self.metrics.registry_workers.inc();

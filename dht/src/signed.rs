@@ -3,10 +3,18 @@
 //! The kad `publisher` field is not authenticated, so authenticity lives in the value: the
 //! envelope carries the worker's public key and signature, and a record is accepted only when that
 //! key's peer id equals both the peer id in the record and the one in the DHT key.
+//!
+//! The signed payload is the record's JSON plus, when the worker has one, an `admission` field
+//! (the hex of its operator [`AdmissionToken`]). It sits beside the record fields rather than in
+//! [`WorkerRecord`] so that the schema type stays the same for everyone who builds records, and
+//! nodes that do not know the field ignore it.
 
 use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair, kad::RecordKey};
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
+    admission::{self, AdmissionToken},
     keys::{self, ParsedKey},
     record::WorkerRecord,
     validate::{MAX_GPUS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits, RejectReason},
@@ -24,8 +32,20 @@ pub struct SignedRecord {
     pub peer_id: PeerId,
     /// The record.
     pub record: WorkerRecord,
+    /// The worker's admission token, if its record carries one (signature verified; whether
+    /// it admits this peer here and now is the node's check).
+    pub admission: Option<AdmissionToken>,
     /// The encoded envelope (the DHT value).
     pub bytes: Vec<u8>,
+}
+
+/// The signed payload: the record plus the optional admission token.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    #[serde(flatten)]
+    record: WorkerRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admission: Option<String>,
 }
 
 impl SignedRecord {
@@ -33,13 +53,28 @@ impl SignedRecord {
     /// checked against `limits` and the schema so we never publish what others would refuse.
     pub fn sign(
         key: &Keypair,
+        record: WorkerRecord,
+        limits: &RecordLimits,
+        now_ms: u64,
+    ) -> Result<Self, RejectReason> {
+        Self::sign_admitted(key, record, None, limits, now_ms)
+    }
+
+    /// [`SignedRecord::sign`], carrying the worker's operator admission token.
+    pub fn sign_admitted(
+        key: &Keypair,
         mut record: WorkerRecord,
+        admission: Option<&AdmissionToken>,
         limits: &RecordLimits,
         now_ms: u64,
     ) -> Result<Self, RejectReason> {
         let peer_id = key.public().to_peer_id();
         record.peer_id = peer_id.to_base58();
-        let payload = serde_json::to_vec(&record).map_err(|_| RejectReason::Malformed)?;
+        let payload = serde_json::to_vec(&Payload {
+            record,
+            admission: admission.map(admission::record_field),
+        })
+        .map_err(|_| RejectReason::Malformed)?;
         let envelope = SignedEnvelope::new(
             key,
             RECORD_DOMAIN.to_owned(),
@@ -78,8 +113,13 @@ impl SignedRecord {
                 _ => RejectReason::Malformed,
             })?;
         let signer = signer.to_peer_id();
-        let record: WorkerRecord =
+        let Payload { record, admission } =
             serde_json::from_slice(payload).map_err(|_| RejectReason::Malformed)?;
+        // A token that does not decode or verify is as malformed as any other bad field.
+        let admission = admission
+            .map(|t| admission::from_record_field(&t))
+            .transpose()
+            .map_err(|_| RejectReason::Malformed)?;
         if record.peer_id != signer.to_base58() || expected_peer.is_some_and(|p| p != signer) {
             return Err(RejectReason::SignerMismatch);
         }
@@ -88,6 +128,7 @@ impl SignedRecord {
         Ok(Self {
             peer_id: signer,
             record,
+            admission,
             bytes: bytes.to_vec(),
         })
     }

@@ -41,6 +41,10 @@ pub enum RejectReason {
     /// The local store refused it (full).
     #[error("store full")]
     StoreFull,
+    /// Admission is enforced and the peer has no valid, unexpired operator token for its own
+    /// peer id (missing, for another peer, expired, or signed by an untrusted operator).
+    #[error("peer not admitted")]
+    NotAdmitted,
 }
 
 impl RejectReason {
@@ -58,6 +62,7 @@ impl RejectReason {
             Self::Schema => "schema",
             Self::TooManyAddresses => "too_many_addresses",
             Self::StoreFull => "store_full",
+            Self::NotAdmitted => "not_admitted",
         }
     }
 }

@@ -8,7 +8,7 @@ use gpumesh_dht::Timings;
 use libp2p::Multiaddr;
 
 /// Everything `run` needs. Built by the CLI (or a test) and checked with [`Config::validate`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// HTTP listen address (`127.0.0.1:0` in tests).
     pub listen: SocketAddr,
@@ -24,6 +24,13 @@ pub struct Config {
     pub dht_identity_file: Option<PathBuf>,
     /// Pre-shared network key file (libp2p pnet): peers without it cannot connect.
     pub dht_network_key_file: Option<PathBuf>,
+    /// Operators whose admission tokens the DHT node accepts; empty: admission not enforced.
+    /// When set, workers without a valid token for their own peer id are refused.
+    pub dht_admission_operators: Vec<gpumesh_dht::OperatorKey>,
+    /// Where the gateway saves its worker view (the signed record envelopes) every few
+    /// seconds and at shutdown, and reloads it at start so that a restart does not begin
+    /// blind. Every record is verified again on load; expired ones are dropped. `None`: off.
+    pub dht_view_file: Option<PathBuf>,
     /// DHT timings; `None`: production values (tests use `Timings::fast()`).
     pub dht_timings: Option<Timings>,
     /// Bearer token of the coordinator fallback registry; `None` disables the registry.
@@ -48,6 +55,48 @@ pub struct Config {
     pub bootstrap_ttl: Duration,
     /// Workers tried for one request when the first cannot be reached.
     pub max_attempts: u32,
+    /// Upper bound on receiving a request head (and on an idle keep-alive connection waiting
+    /// for the next one): slow or stalled clients are disconnected after it.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes; at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Send a safe request (GET, HEAD, OPTIONS) to a second worker when the first has not
+    /// answered within this delay, and use whichever answers first; `None`: never hedge.
+    pub hedge_after: Option<Duration>,
+}
+
+/// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
+/// appear as paths only (their contents are never read into the config).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.registry_token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("dht_enabled", &self.dht_enabled)
+            .field("dht_listen", &self.dht_listen)
+            .field("seeds", &self.seeds)
+            .field("dht_external_addrs", &self.dht_external_addrs)
+            .field("dht_identity_file", &self.dht_identity_file)
+            .field("dht_network_key_file", &self.dht_network_key_file)
+            .field("dht_admission_operators", &self.dht_admission_operators)
+            .field("dht_view_file", &self.dht_view_file)
+            .field("dht_timings", &self.dht_timings)
+            .field("registry_token", &token)
+            .field("registry_ttl", &self.registry_ttl)
+            .field("allow_private_upstreams", &self.allow_private_upstreams)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("bootstrap_rate_per_min", &self.bootstrap_rate_per_min)
+            .field("registry_rate_per_min", &self.registry_rate_per_min)
+            .field("bootstrap_ttl", &self.bootstrap_ttl)
+            .field("max_attempts", &self.max_attempts)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("hedge_after", &self.hedge_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -60,6 +109,8 @@ impl Default for Config {
             dht_external_addrs: Vec::new(),
             dht_identity_file: None,
             dht_network_key_file: None,
+            dht_admission_operators: Vec::new(),
+            dht_view_file: None,
             dht_timings: None,
             registry_token: None,
             registry_ttl: Duration::from_secs(90),
@@ -72,6 +123,9 @@ impl Default for Config {
             registry_rate_per_min: 120,
             bootstrap_ttl: Duration::from_secs(3600),
             max_attempts: 3,
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            hedge_after: None,
         }
     }
 }
@@ -94,6 +148,14 @@ pub enum ConfigError {
     /// A zero duration, size or count where it would disable the gateway.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A request-head limit below what the HTTP server can work with.
+    #[error("the header size limit must be at least {min} bytes, got {got}")]
+    HeaderLimit {
+        /// The smallest accepted value.
+        min: usize,
+        /// The configured value.
+        got: usize,
+    },
 }
 
 impl Config {
@@ -125,7 +187,13 @@ impl Config {
         if !self.dht_enabled && self.registry_token.is_none() {
             return Err(ConfigError::NoSource);
         }
-        let zeros: [(&'static str, bool); 8] = [
+        if self.max_header_bytes < crate::server::MIN_HEADER_BYTES {
+            return Err(ConfigError::HeaderLimit {
+                min: crate::server::MIN_HEADER_BYTES,
+                got: self.max_header_bytes,
+            });
+        }
+        let zeros: [(&'static str, bool); 9] = [
             ("registry TTL", self.registry_ttl.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
             ("upstream timeout", self.upstream_timeout.is_zero()),
@@ -134,6 +202,7 @@ impl Config {
             ("bootstrap rate limit", self.bootstrap_rate_per_min == 0),
             ("registry rate limit", self.registry_rate_per_min == 0),
             ("max attempts", self.max_attempts == 0),
+            ("header read timeout", self.header_read_timeout.is_zero()),
         ];
         match zeros.into_iter().find(|(_, zero)| *zero) {
             Some((name, _)) => Err(ConfigError::Zero(name)),
@@ -145,6 +214,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_redacts_the_registry_token() {
+        let cfg = Config {
+            registry_token: Some("hunter2-registry-secret".into()),
+            ..Config::default()
+        };
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(!shown.contains("hunter2-registry-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
 
     #[test]
     fn default_is_valid_and_coordinator_only_needs_a_token() {

@@ -1,5 +1,6 @@
-//! The gateway's DHT node: starting it, feeding its registry view into the directory, and the
-//! status snapshot handlers read (identity, addresses, connections, warmth).
+//! The gateway's DHT node: starting it, feeding its registry view into the directory, saving
+//! and reloading that view across restarts ([`view_file`]), and the status snapshot handlers
+//! read (identity, addresses, connections, warmth).
 //!
 //! The node (gpumesh-dht) verifies every record it accepts: signature, signer equal to the
 //! record's peer id, size, times, schema. Only those verified records reach the gateway, as
@@ -22,6 +23,8 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryEvent, Source};
 use crate::server::RunError;
+
+pub mod view_file;
 
 /// A snapshot of the DHT node, as handlers need it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,13 +108,18 @@ pub fn node_config(config: &Config) -> Result<NodeConfig, RunError> {
                 .map_err(|e| RunError::Dht(e.to_string()))?,
         );
     }
+    nc.admission
+        .trusted
+        .clone_from(&config.dht_admission_operators);
     if let Some(timings) = config.dht_timings {
         nc.timings = timings;
     }
     Ok(nc)
 }
 
-/// Starts the node, registering its metrics into `registry` (one `/metrics` for both).
+/// Starts the node, registering its metrics into `registry` (one `/metrics` for both). With
+/// `config.dht_view_file`, the saved view is reloaded (verified again) and kept saved
+/// ([`view_file::keep`]) until `shutdown`.
 ///
 /// # Errors
 /// [`RunError::Dht`] when the node cannot start (bad key file, port taken).
@@ -122,7 +130,12 @@ pub fn start(
 ) -> Result<DhtHandle, RunError> {
     let nc = node_config(config)?;
     nc.metrics.register(registry);
-    gpumesh_dht::spawn(nc, shutdown).map_err(|e| RunError::Dht(e.to_string()))
+    let handle =
+        gpumesh_dht::spawn(nc, shutdown.clone()).map_err(|e| RunError::Dht(e.to_string()))?;
+    if let Some(path) = &config.dht_view_file {
+        tokio::spawn(view_file::keep(handle.clone(), path.clone(), shutdown));
+    }
+    Ok(handle)
 }
 
 fn upsert(entry: WorkerEntry) -> DirectoryEvent {

@@ -54,6 +54,12 @@ pub enum GatewayError {
     /// No route matches the path.
     #[error("no such endpoint")]
     NotFound,
+    /// The path exists but not for this method (the `Allow` header lists those that do).
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// The registry already holds a record of this worker with the same or a newer `seq`.
+    #[error("stale record: {0}")]
+    StaleRecord(String),
     /// The request body is over the limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -105,6 +111,8 @@ impl GatewayError {
             Self::UnknownService(_) | Self::UnknownWorker(_) | Self::NotFound => {
                 StatusCode::NOT_FOUND
             }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::StaleRecord(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoEligibleWorker { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +131,8 @@ impl GatewayError {
             Self::UnknownService(_) => "unknown_service",
             Self::UnknownWorker(_) => "unknown_worker",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::StaleRecord(_) => "stale_record",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::NoEligibleWorker { .. } => "no_eligible_worker",

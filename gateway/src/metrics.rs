@@ -41,6 +41,16 @@ pub struct WorkerCountLabels {
     pub state: String,
 }
 
+/// Labels of the workers-by-GPU gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuCountLabels {
+    /// The speed class of the worker's first GPU (`h100`, `a100`, …, `other`; `none` when
+    /// it publishes no GPU): a bounded set, never the raw model string.
+    pub gpu: String,
+    /// `joining`, `online` or `draining`.
+    pub state: String,
+}
+
 /// Labels naming one worker.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
@@ -96,6 +106,8 @@ pub struct Metrics {
     pub retries: Family<ServiceLabels, Counter>,
     /// Workers in the view by source and state.
     pub workers: Family<WorkerCountLabels, Gauge>,
+    /// Workers in the view by GPU class and state.
+    pub workers_by_gpu: Family<GpuCountLabels, Gauge>,
     /// Requests in flight per worker (series removed when the worker leaves).
     pub worker_in_flight: Family<WorkerLabels, Gauge>,
     /// Records refused before entering the view.
@@ -123,6 +135,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
             workers: Family::default(),
+            workers_by_gpu: Family::default(),
             worker_in_flight: Family::default(),
             records_refused: Family::default(),
             bootstrap_requests: Family::default(),
@@ -150,6 +163,11 @@ impl Metrics {
             "workers",
             "Workers in the view by source and state",
             m.workers.clone(),
+        );
+        r.register(
+            "workers_by_gpu",
+            "Workers in the view by GPU class (first GPU) and state",
+            m.workers_by_gpu.clone(),
         );
         r.register(
             "worker_in_flight",

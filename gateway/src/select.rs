@@ -85,6 +85,13 @@ impl Selector {
         }
     }
 
+    /// The worker could not be connected to: out of rotation at once (see
+    /// [`Scheduler::on_unreachable`]).
+    pub fn unreachable(&mut self, key: WorkerKey, now: Instant) {
+        let now = self.now(now);
+        let _ = self.scheduler.on_unreachable(key, now);
+    }
+
     /// Ends a pick with its outcome and latency.
     pub fn finish(&mut self, key: WorkerKey, outcome: Finish, latency: Duration, now: Instant) {
         let outcome = match outcome {

@@ -1,16 +1,39 @@
 //! Assembling and running a gateway: state, sockets, background tasks, graceful shutdown.
+//!
+//! The HTTP server is hyper-util's auto (HTTP/1.1 and h2c) connection builder driven by our
+//! own accept loop rather than `axum::serve`, for two reasons:
+//! - slow clients: `axum::serve` gives hyper no timer, so a client that opens a connection and
+//!   sends half a request head holds it forever (slowloris). Here hyper gets a timer, a header
+//!   read timeout (`--header-read-timeout-secs`) and a bound on the request head
+//!   (`--max-header-bytes`);
+//! - the hot route: `/api/service/{service}/…` is handed straight to its handler
+//!   ([`api::service::forward`]) and counted under the same route templates the router uses,
+//!   skipping the router's matching and middleware boxing on every forwarded request. Every
+//!   other path goes through the axum router unchanged.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Request, Response};
+use axum::response::IntoResponse as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
 
-use crate::api::{self, AppState, Shared};
+use crate::api::{self, AppState, ClientAddr, Shared};
 use crate::config::{Config, ConfigError};
 use crate::dht::{self, DhtSnapshot, DhtStatus};
 use crate::directory::Directory;
@@ -141,7 +164,7 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then drains for at most [`DRAIN_GRACE`].
     ///
     /// # Errors
-    /// [`RunError::Serve`] when the server fails.
+    /// [`RunError::Serve`] when the listener's address cannot be read.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let Self {
             listener,
@@ -163,23 +186,18 @@ impl Gateway {
                 shutdown.clone(),
             ))
         });
-        let app: Router = api::router(state);
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(DRAIN_GRACE).await;
-        };
-        let result = tokio::select! {
-            r = server => r.map_err(RunError::Serve),
-            () = deadline => {
-                warn!("drain grace period expired; dropping open connections");
-                Ok(())
-            }
-        };
+        let limits = HttpLimits::from_config(&state.config);
+        let app: Router = api::router(state.clone());
+        let tracker = TaskTracker::new();
+        accept_loop(listener, app, state, limits, &tracker, &shutdown).await;
+        // Stop accepting (the listener is gone), let open requests finish, then give up.
+        tracker.close();
+        if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("drain grace period expired; dropping open connections");
+        }
         sweeper.abort();
         if let Some(feeder) = feeder {
             feeder.abort();
@@ -193,7 +211,7 @@ impl Gateway {
             warn!("DHT node did not stop within 5 s");
         }
         info!("gateway stopped");
-        result
+        Ok(())
     }
 }
 
@@ -216,3 +234,186 @@ async fn sweep(directory: Arc<Directory>, shutdown: CancellationToken) {
         }
     }
 }
+
+/// Limits applied by hyper to every connection.
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl HttpLimits {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+        }
+    }
+
+    /// The connection builder: HTTP/1.1 with a header read timeout and a bounded read buffer
+    /// (the request head must fit in it: over the limit hyper answers 431), h2c with a bounded
+    /// header list, both with a tokio timer.
+    fn builder(self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            // hyper refuses buffers under 8 KiB; the configuration is checked for that.
+            .max_buf_size(self.max_header_bytes.max(MIN_HEADER_BYTES));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            // As `axum::serve` does: the CONNECT protocol for HTTP/2 WebSockets.
+            .enable_connect_protocol();
+        builder
+    }
+}
+
+/// The smallest `--max-header-bytes` hyper accepts (its minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// Accepts connections until `shutdown`, serving each on its own task (tracked by `tracker`,
+/// told to shut down gracefully on `shutdown`).
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    limits: HttpLimits,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let builder = Arc::new(limits.builder());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed; pausing for 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = Dispatch {
+            router: app.clone(),
+            state: state.clone(),
+            peer,
+        };
+        tracker.spawn(serve_connection(
+            Arc::clone(&builder),
+            stream,
+            service,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Errors of one connection that must not stop the accept loop (as hyper's and axum's own
+/// accept loops treat them).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    service: Dispatch,
+    shutdown: CancellationToken,
+) {
+    // Responses are written in one go; small ones must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let peer = service.peer;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let mut conn = pin!(conn);
+    let mut cancelled = pin!(shutdown.cancelled());
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = cancelled.as_mut() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Header read timeouts, oversized heads and clients that vanish end up here.
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The route templates of the forward route, as the router names them (metrics labels).
+const FORWARD_ROUTES: [&str; 3] = [
+    "/api/service/{service}",
+    "/api/service/{service}/",
+    "/api/service/{service}/{*path}",
+];
+
+/// The router's template for `path` when it is a forward request with a non-empty service
+/// segment; `None` for everything the router should see.
+fn forward_route(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/service/")?;
+    let (service, tail) = match rest.split_once('/') {
+        Some((service, tail)) => (service, Some(tail)),
+        None => (rest, None),
+    };
+    if service.is_empty() {
+        return None;
+    }
+    Some(match tail {
+        None => FORWARD_ROUTES[0],
+        Some("") => FORWARD_ROUTES[1],
+        Some(_) => FORWARD_ROUTES[2],
+    })
+}
+
+/// One connection's request handler: the forward route directly, the rest via the router.
+#[derive(Clone)]
+struct Dispatch {
+    router: Router,
+    state: AppState,
+    peer: SocketAddr,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Dispatch {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        match forward_route(req.uri().path()) {
+            Some(route) => {
+                let state = self.state.clone();
+                let client = ClientAddr(Some(self.peer));
+                Box::pin(async move {
+                    let metrics = state.metrics.clone();
+                    let response = api::service::forward(State(state), client, req)
+                        .await
+                        .into_response();
+                    metrics.count_http(route, response.status().as_u16());
+                    Ok(response)
+                })
+            }
+            None => {
+                // What `into_make_service_with_connect_info` provides (the `ClientAddr`
+                // extractor reads it); the forward route gets the address directly.
+                req.extensions_mut().insert(ConnectInfo(self.peer));
+                Box::pin(self.router.clone().oneshot(req))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

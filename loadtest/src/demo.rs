@@ -199,11 +199,13 @@ pub async fn wait_for_bootstrap(url: &str, limit: Duration) -> Result<(), Loadte
     }
 }
 
-/// How many workers `GET /api/workers` lists, `None` when the gateway cannot be reached.
+/// How many workers the gateway's view holds (`GET /healthz`'s `workers`, the count
+/// `/api/workers` lists, without serialising every worker: at 2000 workers that listing is
+/// megabytes per poll), `None` when the gateway cannot be reached.
 pub async fn worker_count(http: &reqwest::Client, url: &str) -> Option<usize> {
-    let r = http.get(format!("{url}/api/workers")).send().await.ok()?;
+    let r = http.get(format!("{url}/healthz")).send().await.ok()?;
     let v: serde_json::Value = r.json().await.ok()?;
-    v.get("count")?.as_u64().map(|c| c as usize)
+    v.get("workers")?.as_u64().map(|c| c as usize)
 }
 
 /// Waits until the gateway lists at least `n` workers; returns how long it took.

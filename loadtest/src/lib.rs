@@ -6,15 +6,19 @@
 //! - [`scenario`]: [`Scenario`] and [`LoadtestConfig`], checked before anything starts.
 //! - [`traffic`]: goose users driving `/api/service/...` and the hdrhistogram recorder.
 //! - [`run`]: one load-test run, [`run::run`] (`gpumesh loadtest`).
+//! - [`chaos`]: how long killed workers kept receiving traffic (`chaos`).
+//! - [`soak`]: resource series and their trends (`soak`).
 //! - [`report`]: [`Report`] as JSON, markdown and an SVG chart.
 //! - [`error`]: the crate's error type, [`LoadtestError`].
 
+pub mod chaos;
 pub mod demo;
 pub mod error;
 pub mod fleet;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod soak;
 pub mod traffic;
 
 pub use demo::{Demo, DemoConfig};

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
+use crate::chaos::ChaosReport;
 use crate::error::LoadtestError;
+use crate::soak::SoakReport;
 use crate::traffic::Second;
 
 /// Traffic share against capacity share for one GPU profile.
@@ -83,8 +85,20 @@ pub struct Report {
     pub dht_messages_per_s: f64,
     /// `gateway-restart`: seconds from restart until every worker is listed again.
     pub view_recovery_s: Option<f64>,
-    /// `chaos`: seconds from the kill until no killed worker is listed as routable.
+    /// `chaos`: the longest time a killed worker kept receiving requests after its first
+    /// failed one (last attempt − first failure, seconds; see [`ChaosReport`]).
     pub failed_worker_traffic_stop_s: Option<f64>,
+    /// `chaos`: the per-worker figures behind `failed_worker_traffic_stop_s`.
+    pub chaos: Option<ChaosReport>,
+    /// Failures whose answer lacked the documented JSON error body (also counted in
+    /// `errors`).
+    pub failures_without_error_body: u64,
+    /// `gateway-restart`: whether the gateway reloaded a saved view at restart.
+    pub view_file: Option<bool>,
+    /// Largest resident memory of the whole process seen during the run, MiB.
+    pub peak_rss_mib: f64,
+    /// `soak`: resource series and their trends.
+    pub soak: Option<SoakReport>,
     /// Traffic share vs capacity share per GPU profile.
     pub traffic_by_profile: Vec<ProfileShare>,
     /// `(seconds since fleet start, workers listed)`.
@@ -143,11 +157,39 @@ impl Report {
             format!("{:.1}", self.dht_messages_per_s),
         );
         if let Some(v) = self.view_recovery_s {
-            row("view recovery after restart", format!("{v:.2} s"));
+            let how = match self.view_file {
+                Some(true) => " (saved view reloaded)",
+                Some(false) => " (no saved view)",
+                None => "",
+            };
+            row("view recovery after restart", format!("{v:.2} s{how}"));
         }
-        if let Some(v) = self.failed_worker_traffic_stop_s {
-            row("killed workers out of the view", format!("{v:.2} s"));
+        if let Some(c) = &self.chaos {
+            let f = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3} s"));
+            row(
+                "killed workers: traffic after first failure, p50 / max",
+                format!(
+                    "{} / {} ({} of {} killed saw a failure)",
+                    f(c.traffic_stop_p50_s),
+                    f(c.traffic_stop_max_s),
+                    c.killed_with_failures,
+                    c.killed
+                ),
+            );
+            row(
+                "killed workers out of the online view",
+                f(c.out_of_online_view_s),
+            );
         }
+        row(
+            "failures without the JSON error body",
+            self.failures_without_error_body.to_string(),
+        );
+        row(
+            "peak RSS (whole process)",
+            format!("{:.0} MiB", self.peak_rss_mib),
+        );
+
         row(
             "machine",
             format!(
@@ -159,6 +201,20 @@ impl Report {
             let _ = writeln!(s, "\n## Errors\n\n| code | count |\n|---|---|");
             for (k, v) in &self.errors {
                 let _ = writeln!(s, "| `{k}` | {v} |");
+            }
+        }
+        if let Some(soak) = &self.soak {
+            let _ = writeln!(
+                s,
+                "\n## Soak: {} workers churned in {} rounds, sampled every {:.0} s\n\n| series | first | last | max | slope per hour |\n|---|---|---|---|---|",
+                soak.churned, soak.rounds, soak.sample_every_s
+            );
+            for t in &soak.trends {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} | {:.1} | {:.1} | {:+.2} |",
+                    t.series, t.first, t.last, t.max, t.slope_per_hour
+                );
             }
         }
         let _ = writeln!(

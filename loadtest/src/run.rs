@@ -6,17 +6,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gpumesh_dht::Timings;
+use gpumesh_dht::{DhtHandle, Timings};
+use gpumesh_gateway::directory::Directory;
 use gpumesh_gateway::{Config, Gateway, RunError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::chaos::ChaosReport;
 use crate::demo::{gateway_config, run_token, worker_count};
 use crate::error::LoadtestError;
 use crate::fleet::{Fleet, FleetConfig, unique_temp_dir};
 use crate::report::{ProfileShare, Report};
 use crate::scenario::{LoadtestConfig, Scenario};
+use crate::soak::{Sample, SoakReport};
 use crate::traffic::{Recorder, TrafficConfig, drive};
 
 /// DHT timings for big loopback fleets: the fast test timings, stretched so that hundreds of
@@ -40,17 +43,32 @@ struct GatewayProc {
     config: Config,
     stop: CancellationToken,
     task: JoinHandle<Result<(), RunError>>,
+    /// The gateway's view (read in-process for the attempt logs of departed workers).
+    directory: Arc<Directory>,
+    /// Its DHT node (store and routing-table sizes for `soak`).
+    dht: Option<DhtHandle>,
 }
 
 impl GatewayProc {
     async fn start(config: Config) -> Result<(Self, SocketAddr), LoadtestError> {
         let gw = Gateway::bind(config.clone()).await?;
         let addr = gw.local_addr()?;
+        let directory = Arc::clone(&gw.state().directory);
+        let dht = gw.dht().cloned();
         let stop = CancellationToken::new();
         let task = tokio::spawn(gw.serve(stop.clone()));
         let mut config = config;
         config.listen = addr;
-        Ok((Self { config, stop, task }, addr))
+        Ok((
+            Self {
+                config,
+                stop,
+                task,
+                directory,
+                dht,
+            },
+            addr,
+        ))
     }
 
     async fn stop(self) -> Config {
@@ -147,6 +165,9 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
         .port();
     gw_config.dht_listen = SocketAddr::from(([127, 0, 0, 1], dht_port));
     gw_config.dht_identity_file = Some(root.join("gateway.key"));
+    if config.view_file {
+        gw_config.dht_view_file = Some(root.join("gateway-view.bin"));
+    }
     // Production registry TTL: the coordinator-only figure is then comparable.
     gw_config.registry_ttl = Duration::from_secs(90);
     let (mut gateway, addr) = GatewayProc::start(gw_config).await?;
@@ -165,14 +186,17 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
     let mut fleet = Fleet::start(fleet_cfg).await?;
 
     // Workers discovered over time, sampled every second for the whole run.
+    // Workers discovered over time (and the process's peak RSS), sampled every second.
     let discovered = Arc::new(Mutex::new(Vec::<(f64, usize)>::new()));
+    let peak_rss = Arc::new(Mutex::new(0.0f64));
     let sampler_stop = CancellationToken::new();
     let sampler = {
-        let (http, url, d, stop) = (
+        let (http, url, d, stop, peak) = (
             http.clone(),
             url.clone(),
             Arc::clone(&discovered),
             sampler_stop.clone(),
+            Arc::clone(&peak_rss),
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -183,6 +207,9 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
                         let n = worker_count(&http, &url).await.unwrap_or(0);
                         d.lock().unwrap_or_else(|e| e.into_inner())
                             .push((started.elapsed().as_secs_f64(), n));
+                        let rss = crate::soak::rss_mib();
+                        let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                        *p = p.max(rss);
                     }
                 }
             }
@@ -216,18 +243,28 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
         duration: config.duration,
         think: config.think,
     };
-    let traffic = {
+    let mut traffic = {
         let rec = Arc::clone(&rec);
         tokio::spawn(async move { drive(&traffic_cfg, rec).await })
     };
 
-    // The scenario's event, a third of the way in.
-    tokio::time::sleep(config.duration / 3).await;
+    // The scenario's event, a third of the way in (soak: churn all along).
+    if config.scenario != Scenario::Soak {
+        tokio::time::sleep(config.duration / 3).await;
+    }
     let mut view_recovery_s = None;
-    let mut failed_worker_traffic_stop_s = None;
+    let mut chaos = None;
+    let mut soak = None;
+    let mut traffic_result = None;
     let mut pre_restart = Central::default();
     match config.scenario {
         Scenario::Steady | Scenario::CoordinatorOnly => {}
+        Scenario::Soak => {
+            let (report, result) =
+                soak_loop(&config, &mut fleet, &gateway, &http, &url, &mut traffic).await;
+            soak = Some(report);
+            traffic_result = Some(result);
+        }
         Scenario::Chaos => {
             let n = config.workers;
             let victims = pick(n, (n / 5).max(1), 0x9E37_79B9_7F4A_7C15);
@@ -236,6 +273,7 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
                 .map(|&i| fleet.workers()[i].id.clone())
                 .collect();
             let killed_at = Instant::now();
+            let killed_at_ms = gpumesh_gateway::directory::unix_ms();
             for &i in &victims {
                 fleet.kill(i).await;
             }
@@ -243,16 +281,28 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
                 fleet.add_worker(n + k)?;
             }
             // Killed workers are out of the routable view (no longer online).
+            let mut out_of_online_view_s = None;
             let deadline = killed_at + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if let Some(online) = online_ids(&http, &url).await
                     && !online.iter().any(|id| ids.contains(id))
                 {
-                    failed_worker_traffic_stop_s = Some(killed_at.elapsed().as_secs_f64());
+                    out_of_online_view_s = Some(killed_at.elapsed().as_secs_f64());
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // The issue's figure needs the whole run: a killed worker "stops receiving
+            // traffic" only if nothing reaches it until the end.
+            traffic_result = Some(join_traffic(&mut traffic).await);
+            let logs: Vec<_> = ids
+                .iter()
+                .map(|id| gateway.directory.attempt_log(id))
+                .collect();
+            chaos = Some(ChaosReport {
+                out_of_online_view_s,
+                ..crate::chaos::summarize(killed_at_ms, &logs)
+            });
         }
         Scenario::SlowWorker => {
             let n = config.workers;
@@ -279,9 +329,9 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
         }
     }
 
-    let goose = match traffic.await {
-        Ok(r) => r,
-        Err(e) => Err(LoadtestError::Goose(e.to_string())),
+    let goose = match traffic_result {
+        Some(r) => r,
+        None => join_traffic(&mut traffic).await,
     };
     let window_s = window_start.elapsed().as_secs_f64();
     let c1 = central(&http, &url).await;
@@ -327,12 +377,111 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
         bootstrap_calls_at_startup_per_worker: startup_calls as f64 / config.workers as f64,
         dht_messages_per_s: messages / window_s,
         view_recovery_s,
-        failed_worker_traffic_stop_s,
+        failed_worker_traffic_stop_s: chaos.as_ref().and_then(|c| c.traffic_stop_max_s),
+        chaos,
+        failures_without_error_body: summary.failures_without_error_body,
+        view_file: (config.scenario == Scenario::GatewayRestart).then_some(config.view_file),
+        peak_rss_mib: *peak_rss.lock().unwrap_or_else(|e| e.into_inner()),
+        soak,
         traffic_by_profile: shares,
         discovered_over_time,
         timeline: rec.timeline(),
         machine: crate::report::machine(),
     })
+}
+
+async fn join_traffic(
+    traffic: &mut JoinHandle<Result<(), LoadtestError>>,
+) -> Result<(), LoadtestError> {
+    match traffic.await {
+        Ok(r) => r,
+        Err(e) => Err(LoadtestError::Goose(e.to_string())),
+    }
+}
+
+/// `soak`: until the traffic ends, replaces a share of the live workers every
+/// `churn_every` (crash + new agent) and samples the resource series every `sample_every`.
+async fn soak_loop(
+    config: &LoadtestConfig,
+    fleet: &mut Fleet,
+    gateway: &GatewayProc,
+    http: &reqwest::Client,
+    url: &str,
+    traffic: &mut JoinHandle<Result<(), LoadtestError>>,
+) -> (SoakReport, Result<(), LoadtestError>) {
+    let start = Instant::now();
+    let mut alive: Vec<usize> = (0..fleet.workers().len()).collect();
+    let mut next_index = fleet.workers().len();
+    let per_round = ((config.workers as f64 * config.churn_share).ceil() as usize).max(1);
+    let mut churn = tokio::time::interval(config.churn_every);
+    let mut sample = tokio::time::interval(config.sample_every);
+    churn.reset();
+    let mut seed = 0xC0FF_EE00_D15E_A5E5u64;
+    let (mut samples, mut churned, mut rounds) = (Vec::new(), 0, 0);
+    let result = loop {
+        tokio::select! {
+            r = &mut *traffic => {
+                break r.unwrap_or_else(|e| Err(LoadtestError::Goose(e.to_string())));
+            }
+            _ = sample.tick() => {
+                samples.push(take_sample(start, gateway, http, url).await);
+            }
+            _ = churn.tick() => {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let victims = pick(alive.len(), per_round.min(alive.len()), seed);
+                let mut positions: Vec<usize> = victims.iter().map(|&v| alive[v]).collect();
+                positions.sort_unstable();
+                for &p in &positions {
+                    fleet.kill(p).await;
+                }
+                alive.retain(|p| !positions.contains(p));
+                for _ in &positions {
+                    if let Err(e) = fleet.add_worker(next_index) {
+                        warn!(error = %e, "soak: replacement worker not started");
+                        continue;
+                    }
+                    alive.push(fleet.workers().len() - 1);
+                    next_index += 1;
+                }
+                churned += positions.len();
+                rounds += 1;
+                info!(round = rounds, replaced = positions.len(), "soak churn");
+            }
+        }
+    };
+    samples.push(take_sample(start, gateway, http, url).await);
+    let trends = crate::soak::trends(&samples);
+    let report = SoakReport {
+        churned,
+        rounds,
+        sample_every_s: config.sample_every.as_secs_f64(),
+        samples,
+        trends,
+    };
+    (report, result)
+}
+
+async fn take_sample(
+    start: Instant,
+    gateway: &GatewayProc,
+    http: &reqwest::Client,
+    url: &str,
+) -> Sample {
+    let topo = match &gateway.dht {
+        Some(h) => h.topology().await.ok(),
+        None => None,
+    };
+    let view = worker_count(http, url).await.unwrap_or(0);
+    Sample {
+        t_s: start.elapsed().as_secs_f64(),
+        rss_mib: crate::soak::rss_mib(),
+        open_fds: crate::soak::open_fds(),
+        view_workers: view as f64,
+        dht_records: topo.as_ref().map_or(0.0, |t| t.records_stored as f64),
+        dht_providers: topo.as_ref().map_or(0.0, |t| t.providers_stored as f64),
+        routing_table: topo.as_ref().map_or(0.0, |t| t.routing_table.len() as f64),
+        dht_connections: topo.as_ref().map_or(0.0, |t| t.connections as f64),
+    }
 }
 
 /// Requests served per GPU profile (from each mock service) against capacity shares.

@@ -20,16 +20,20 @@ pub enum Scenario {
     GatewayRestart,
     /// `DHT_ENABLED=false` everywhere: agents heartbeat to the gateway's registry.
     CoordinatorOnly,
+    /// A long run with steady churn (a few % of workers killed and replaced every minute),
+    /// sampling memory, file descriptors, view and DHT store sizes for leaks.
+    Soak,
 }
 
 impl Scenario {
     /// Every scenario, in the order the CLI lists them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Steady,
         Scenario::Chaos,
         Scenario::SlowWorker,
         Scenario::GatewayRestart,
         Scenario::CoordinatorOnly,
+        Scenario::Soak,
     ];
 
     /// The CLI name.
@@ -40,6 +44,7 @@ impl Scenario {
             Scenario::SlowWorker => "slow-worker",
             Scenario::GatewayRestart => "gateway-restart",
             Scenario::CoordinatorOnly => "coordinator-only",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -89,6 +94,15 @@ pub struct LoadtestConfig {
     pub think: Duration,
     /// How long to wait for the fleet to be discovered before giving up.
     pub discovery_limit: Duration,
+    /// Whether the gateway saves its view to a file and reloads it when it restarts
+    /// (`gateway-restart`); `false` measures a restart that starts blind.
+    pub view_file: bool,
+    /// `soak`: how often a share of the workers is killed and replaced.
+    pub churn_every: Duration,
+    /// `soak`: the share of workers replaced each time (at least one).
+    pub churn_share: f64,
+    /// `soak`: how often memory, descriptors, view and DHT sizes are sampled.
+    pub sample_every: Duration,
 }
 
 impl LoadtestConfig {
@@ -101,6 +115,10 @@ impl LoadtestConfig {
             duration: Duration::from_secs(30),
             think: Duration::from_millis(100),
             discovery_limit: Duration::from_secs(30) + Duration::from_millis(300) * workers as u32,
+            view_file: true,
+            churn_every: Duration::from_secs(60),
+            churn_share: 0.03,
+            sample_every: Duration::from_secs(10),
         }
     }
 
@@ -121,6 +139,12 @@ impl LoadtestConfig {
         }
         if self.scenario == Scenario::Chaos && self.workers < 5 {
             return bad("chaos needs at least 5 workers".to_owned());
+        }
+        if !(self.churn_share > 0.0 && self.churn_share <= 0.5) {
+            return bad("the churn share must be in (0, 0.5]".to_owned());
+        }
+        if self.churn_every < Duration::from_secs(1) || self.sample_every < Duration::from_secs(1) {
+            return bad("churn and sample intervals must be at least 1 s".to_owned());
         }
         Ok(())
     }

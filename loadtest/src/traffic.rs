@@ -33,8 +33,14 @@ pub struct Second {
 #[derive(Debug)]
 struct Inner {
     all: Histogram<u64>,
-    seconds: Vec<(u64, u64, Histogram<u64>)>,
+    /// Finished seconds, reduced to their figures. One full histogram per second (~220 KB at
+    /// these bounds) grew a 30-minute soak by ~10 MiB a minute, so only the current second
+    /// keeps one.
+    seconds: Vec<Second>,
+    /// The second being recorded: its index, ok, failed, latencies.
+    current: (usize, u64, u64, Histogram<u64>),
     errors: BTreeMap<String, u64>,
+    unclear: u64,
 }
 
 /// Every answer of a run: latency (µs) and outcome.
@@ -61,6 +67,9 @@ pub struct Summary {
     pub latency_ms: BTreeMap<String, f64>,
     /// Failures by error code (the gateway's JSON `code`, `http_<status>` or `transport`).
     pub errors: BTreeMap<String, u64>,
+    /// Failures whose answer did not carry the documented JSON error body (`code`,
+    /// `message`, `fault` ∈ client/worker/gateway): transport errors, timeouts, bare statuses.
+    pub failures_without_error_body: u64,
 }
 
 impl Recorder {
@@ -71,7 +80,9 @@ impl Recorder {
             inner: Mutex::new(Inner {
                 all: histogram(),
                 seconds: Vec::new(),
+                current: (0, 0, 0, histogram()),
                 errors: BTreeMap::new(),
+                unclear: 0,
             }),
         })
     }
@@ -84,31 +95,42 @@ impl Recorder {
         let sec = self.start.elapsed().as_secs() as usize;
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let _ = g.all.record(us.min(120_000_000));
-        while g.seconds.len() <= sec {
-            g.seconds.push((0, 0, histogram()));
+        while g.current.0 < sec {
+            let done = reduce(&g.current);
+            g.seconds.push(done);
+            let next = g.current.0 + 1;
+            g.current.0 = next;
+            g.current.1 = 0;
+            g.current.2 = 0;
+            g.current.3.reset();
         }
-        let slot = &mut g.seconds[sec];
+        let slot = &mut g.current;
         match &error {
-            None => slot.0 += 1,
-            Some(_) => slot.1 += 1,
+            None => slot.1 += 1,
+            Some(_) => slot.2 += 1,
         }
-        let _ = slot.2.record(us.min(120_000_000));
+        let _ = slot.3.record(us.min(120_000_000));
         if let Some(code) = error {
             *g.errors.entry(code).or_default() += 1;
         }
     }
 
+    /// Counts a failure whose answer lacked the documented JSON error body.
+    pub fn record_unclear(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).unclear += 1;
+    }
+
     /// Failures recorded so far.
     pub fn failures(&self) -> u64 {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.seconds.iter().map(|s| s.1).sum()
+        g.seconds.iter().map(|s| s.failed).sum::<u64>() + g.current.2
     }
 
     /// The whole-run figures.
     pub fn summary(&self) -> Summary {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let ok: u64 = g.seconds.iter().map(|s| s.0).sum();
-        let failed: u64 = g.seconds.iter().map(|s| s.1).sum();
+        let ok: u64 = g.seconds.iter().map(|s| s.ok).sum::<u64>() + g.current.1;
+        let failed: u64 = g.seconds.iter().map(|s| s.failed).sum::<u64>() + g.current.2;
         let ms = |q: f64| g.all.value_at_quantile(q) as f64 / 1000.0;
         let latency_ms = [
             ("p50", ms(0.5)),
@@ -126,23 +148,27 @@ impl Recorder {
             failed,
             latency_ms,
             errors: g.errors.clone(),
+            failures_without_error_body: g.unclear,
         }
     }
 
     /// The per-second timeline.
     pub fn timeline(&self) -> Vec<Second> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.seconds
-            .iter()
-            .enumerate()
-            .map(|(t, (ok, failed, h))| Second {
-                t: t as u64,
-                ok: *ok,
-                failed: *failed,
-                p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
-                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
-            })
-            .collect()
+        let mut all = g.seconds.clone();
+        all.push(reduce(&g.current));
+        all
+    }
+}
+
+/// One second's figures from its counters and histogram.
+fn reduce((t, ok, failed, h): &(usize, u64, u64, Histogram<u64>)) -> Second {
+    Second {
+        t: *t as u64,
+        ok: *ok,
+        failed: *failed,
+        p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
     }
 }
 
@@ -181,17 +207,34 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let code = resp
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v.get("code")?.as_str().map(str::to_owned));
+                let body = resp.json::<serde_json::Value>().await.ok();
+                let code = body.as_ref().and_then(documented_code);
+                if code.is_none() {
+                    rec.record_unclear();
+                }
                 Some(code.unwrap_or_else(|| format!("http_{status}")))
             }
         },
     };
+    if matches!(error.as_deref(), Some("timeout" | "transport"))
+        || error.as_ref().is_some_and(|e| e.starts_with("goose: "))
+    {
+        rec.record_unclear();
+    }
     rec.record(started.elapsed(), error);
     Ok(())
+}
+
+/// The error `code` when `body` has the gateway's documented error shape: a non-empty
+/// `code` and `message`, and `fault` one of `client`, `worker`, `gateway`.
+pub fn documented_code(body: &serde_json::Value) -> Option<String> {
+    let text = |k: &str| body.get(k)?.as_str().filter(|s| !s.trim().is_empty());
+    let fault = text("fault")?;
+    if !matches!(fault, "client" | "worker" | "gateway") {
+        return None;
+    }
+    text("message")?;
+    text("code").map(str::to_owned)
 }
 
 /// Runs goose users against the gateway for the configured time, recording into `rec`.
@@ -239,4 +282,33 @@ pub async fn drive(config: &TrafficConfig, rec: Arc<Recorder>) -> Result<(), Loa
         .await
         .map_err(goose_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_documented_error_shape_counts_as_clear() {
+        let ok = serde_json::json!({"code": "no_eligible_worker", "message": "No worker.", "fault": "gateway"});
+        assert_eq!(documented_code(&ok).as_deref(), Some("no_eligible_worker"));
+        for bad in [
+            serde_json::json!({"code": "x", "message": "m"}),
+            serde_json::json!({"code": "x", "message": "", "fault": "worker"}),
+            serde_json::json!({"code": "x", "message": "m", "fault": "nobody"}),
+            serde_json::json!({"error": "x"}),
+            serde_json::json!("text"),
+        ] {
+            assert_eq!(documented_code(&bad), None, "{bad}");
+        }
+        let rec = Recorder::new();
+        rec.record(Duration::from_millis(3), Some("transport".into()));
+        rec.record_unclear();
+        rec.record(Duration::from_millis(3), None);
+        let s = rec.summary();
+        assert_eq!(
+            (s.requests, s.failed, s.failures_without_error_body),
+            (2, 1, 1)
+        );
+    }
 }

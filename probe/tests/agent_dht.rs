@@ -15,6 +15,7 @@ use gpumesh_probe::mock::MockServiceConfig;
 use gpumesh_probe::tunnel::{Secret, TunnelConfig};
 use gpumesh_probe::{AgentConfig, run};
 use libp2p::identity::Keypair;
+use libp2p::pnet::PreSharedKey;
 use support::fake_gateway::{Call, FakeGateway};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,13 @@ fn free_port() -> u16 {
 
 /// A gateway-role DHT node on a fixed loopback port with a fixed identity.
 fn gateway_node(port: u16, key: &Keypair) -> DhtHandle {
+    private_gateway_node(port, key, None)
+}
+
+/// The same, on a private network when `psk` is set.
+fn private_gateway_node(port: u16, key: &Keypair, psk: Option<PreSharedKey>) -> DhtHandle {
     let mut c = NodeConfig::new(Role::Gateway);
+    c.network_key = psk;
     c.identity = Identity::Key(key.clone());
     c.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
     c.timings = Timings::fast();
@@ -172,5 +179,46 @@ async fn falls_back_to_the_registry_and_returns_to_the_dht_when_it_recovers() {
     stop.cancel();
     let report = task.await.unwrap();
     assert_eq!(report.bootstrap_calls, 1);
+    node.shutdown().await;
+}
+
+/// `--network-key-file`: an agent with the network's key joins a private DHT; one without it
+/// cannot connect at all and ends up on the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_a_private_network_only_with_its_key() {
+    let psk = PreSharedKey::new([7; 32]);
+    let key = Keypair::generate_ed25519();
+    let port = free_port();
+    let node = private_gateway_node(port, &key, Some(psk));
+    let gw = FakeGateway::start_with_seeds(TOKEN, vec![seed(port, &key)]).await;
+
+    let mut keyed = config(&gw, "psk-keyed");
+    keyed.network_key = Some(psk);
+    let keyed_id = worker_id(&keyed.state_dir).unwrap();
+    let (stop, task) = start(keyed);
+    until("the keyed worker in the private DHT", 30, || {
+        sees(&node, &keyed_id, WorkerState::Online)
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+
+    let outsider = config(&gw, "psk-outsider");
+    let outsider_id = worker_id(&outsider.state_dir).unwrap();
+    let (stop, task) = start(outsider);
+    until("the keyless worker on the registry instead", 30, || {
+        gw.registrations().iter().any(|r| r.peer_id == outsider_id)
+    })
+    .await;
+    assert!(
+        !node
+            .registry()
+            .workers()
+            .iter()
+            .any(|w| w.peer_id.to_base58() == outsider_id),
+        "a node without the key must never reach the private DHT"
+    );
+    stop.cancel();
+    task.await.unwrap();
     node.shutdown().await;
 }

@@ -58,6 +58,7 @@ impl SchedulerConfig {
             base: Duration::from_secs(30),
             max: Duration::from_secs(300),
             max_ejected_share: 0.1,
+            max_unreachable_share: 0.5,
         },
         slow_start: Duration::from_secs(10),
     };

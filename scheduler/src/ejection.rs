@@ -19,6 +19,12 @@ pub struct EjectionConfig {
     pub max: Duration,
     /// Largest share of workers ejected at once (at least one).
     pub max_ejected_share: f64,
+    /// Largest share of workers ejected at once when the latest ejection is for a failed
+    /// connection ([`Ejection::on_unreachable`]). Higher than `max_ejected_share`: a refused
+    /// connection is not what overload looks like (an overloaded worker accepts and is slow,
+    /// or its backlog drops SYNs and the connect times out), so the overload guard need not
+    /// hold it back as tightly; past this share the gateway itself is the likelier culprit.
+    pub max_unreachable_share: f64,
 }
 
 impl Default for EjectionConfig {
@@ -28,6 +34,7 @@ impl Default for EjectionConfig {
             base: Duration::from_secs(30),
             max: Duration::from_secs(300),
             max_ejected_share: 0.1,
+            max_unreachable_share: 0.5,
         }
     }
 }
@@ -39,6 +46,7 @@ impl EjectionConfig {
         base: Duration::ZERO,
         max: Duration::ZERO,
         max_ejected_share: 0.0,
+        max_unreachable_share: 0.0,
     };
 }
 
@@ -71,6 +79,17 @@ impl Ejection {
     pub fn on_success(&mut self) {
         self.consecutive = 0;
         self.times_ejected = 0;
+    }
+
+    /// A connection to the worker failed before anything was sent (refused, reset, connect
+    /// timeout) at `now`: ejects at once, for the same backoff periods as
+    /// [`on_failure`](Self::on_failure). Returns `true` when it starts an ejection.
+    pub fn on_unreachable(&mut self, now: Duration, cfg: &EjectionConfig) -> bool {
+        if cfg.consecutive_failures == 0 || self.is_ejected(now) {
+            return false;
+        }
+        self.consecutive = cfg.consecutive_failures.saturating_sub(1);
+        self.on_failure(now, cfg)
     }
 
     /// A failure at `now`; returns `true` when it starts an ejection.
@@ -116,6 +135,19 @@ mod tests {
             e.on_failure(100 * S, &cfg);
         }
         assert_eq!(e.until(), Some(130 * S), "a success resets the backoff");
+    }
+
+    #[test]
+    fn unreachable_ejects_at_once_and_backs_off() {
+        let cfg = EjectionConfig::default();
+        let mut e = Ejection::default();
+        assert!(e.on_unreachable(Duration::ZERO, &cfg));
+        assert!(e.is_ejected(29 * S));
+        assert!(!e.on_unreachable(10 * S, &cfg), "already ejected");
+        assert!(e.on_unreachable(30 * S, &cfg));
+        assert_eq!(e.until(), Some(90 * S), "second period doubles to 60 s");
+        let mut off = Ejection::default();
+        assert!(!off.on_unreachable(Duration::ZERO, &EjectionConfig::DISABLED));
     }
 
     #[test]

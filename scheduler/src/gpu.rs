@@ -32,6 +32,19 @@ pub fn speed_factor(model: &str) -> f64 {
         .map_or(UNKNOWN_SPEED, |&(_, f)| f)
 }
 
+/// Label of a GPU model with no known class.
+pub const OTHER_CLASS: &str = "other";
+
+/// The speed class of `model` (`"h100"`, `"a100"`, `"t4"`, …) or [`OTHER_CLASS`]: a bounded
+/// name set ([`SPEED_CLASSES`] plus `other`), safe as a metric label where raw model strings,
+/// chosen by volunteers, are not.
+pub fn gpu_class(model: &str) -> &'static str {
+    SPEED_CLASSES
+        .iter()
+        .find(|(name, _)| contains_ignore_ascii_case(model, name))
+        .map_or(OTHER_CLASS, |&(name, _)| name)
+}
+
 /// `haystack` contains `needle`, ignoring ASCII case; no allocation.
 pub(crate) fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
@@ -41,6 +54,15 @@ pub(crate) fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classes_are_bounded_labels() {
+        assert_eq!(gpu_class("NVIDIA H100 80GB HBM3"), "h100");
+        assert_eq!(gpu_class("NVIDIA A10G"), "a10g");
+        assert_eq!(gpu_class("Tesla T4"), "t4");
+        assert_eq!(gpu_class("Radeon RX 7900 XTX <script>"), OTHER_CLASS);
+        assert_eq!(gpu_class(""), OTHER_CLASS);
+    }
 
     #[test]
     fn real_nvml_names_map_to_classes() {

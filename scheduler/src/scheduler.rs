@@ -308,6 +308,26 @@ impl Scheduler {
         }
     }
 
+    /// The worker could not be connected to (refused, reset or timed out before the request
+    /// was sent): a failure that ejects at once, as long as no more than
+    /// [`max_unreachable_share`](crate::ejection::EjectionConfig::max_unreachable_share) of
+    /// the workers are ejected. Call it in addition to the pick's
+    /// [`on_finish`](Self::on_finish). Returns `true` when it started an ejection.
+    pub fn on_unreachable(&mut self, key: WorkerKey, now: Duration) -> bool {
+        let ejected = self
+            .table
+            .iter()
+            .filter(|e| e.ejection.is_ejected(now))
+            .count();
+        let share = self.cfg.ejection.max_unreachable_share;
+        let cap = ((self.table.len() as f64 * share).ceil() as usize).max(1);
+        let cfg = self.cfg.ejection;
+        match self.table.entry_mut_by_key(key) {
+            Some(e) if ejected < cap => e.ejection.on_unreachable(now, &cfg),
+            _ => false,
+        }
+    }
+
     /// Every worker's figures (allocates; for metrics and debug pages).
     pub fn snapshot(&self, now: Duration) -> Vec<WorkerSnapshot> {
         let fleet = self.fleet_latency_per_speed();

@@ -250,3 +250,32 @@ fn retry_avoids_the_first_worker_and_stale_keys_are_ignored() {
     assert_ne!(k, first.key);
     assert_eq!(s.in_flight(k), Some(0));
 }
+
+#[test]
+fn unreachable_workers_leave_at_once_up_to_half_the_fleet() {
+    let n = 10;
+    let mut s = fleet(n);
+    let mut rng = rng();
+    let req = llm();
+    let t0 = Duration::from_secs(1);
+    // One refused connection takes a worker out of rotation (no five-failure wait).
+    let k0 = s.key_of("w0").expect("known");
+    assert!(s.on_unreachable(k0, t0));
+    for i in 0..500 {
+        let p = s.pick(&req, t0 + MS * i, &mut rng).expect("eligible");
+        assert_ne!(s.worker_id(p.key), Some("w0"), "w0 is ejected");
+        s.on_finish(p.key, Outcome::Cancelled, MS, t0);
+    }
+    // More than the 10% failure cap may go this way, but not more than half the fleet.
+    let ejected: Vec<bool> = (1..n)
+        .map(|i| {
+            let k = s.key_of(&format!("w{i}")).expect("known");
+            s.on_unreachable(k, t0)
+        })
+        .collect();
+    assert_eq!(ejected.iter().filter(|e| **e).count(), 4, "5 of 10 at most");
+    assert!(
+        s.pick(&req, t0, &mut rng).is_ok(),
+        "half the fleet still serves"
+    );
+}

@@ -91,6 +91,14 @@ struct Flags {
     /// DHT TCP port (0: any). Also reads `DHT_PORT`.
     #[arg(long, env = "GPUMESH_DHT_PORT")]
     dht_port: Option<u16>,
+    /// The operator's admission token for this worker (`gpumesh admit --out FILE`). Needed
+    /// when gateways enforce admission; checked at start against this worker's peer id.
+    #[arg(long, env = "GPUMESH_ADMISSION_FILE")]
+    admission: Option<PathBuf>,
+    /// The DHT's pre-shared network key file (`gpumesh keygen --network-key FILE`); required
+    /// to join a private network whose gateways and seeds use one.
+    #[arg(long, env = "GPUMESH_NETWORK_KEY_FILE")]
+    network_key_file: Option<PathBuf>,
     /// Where the worker id and seed cache live (default: $XDG_STATE_HOME/gpumesh).
     #[arg(long, env = "GPUMESH_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -229,6 +237,18 @@ impl Flags {
         let mock = self
             .mock_service
             .then(|| self.mock_config(self.mock_listen, None));
+        let admission = self
+            .admission
+            .as_deref()
+            .map(gpumesh_dht::admission::load_token)
+            .transpose()
+            .map_err(|e| UsageError(format!("--admission: {e}")))?;
+        let network_key = self
+            .network_key_file
+            .as_deref()
+            .map(gpumesh_dht::identity::load_network_key)
+            .transpose()
+            .map_err(|e| UsageError(format!("--network-key-file: {e}")))?;
         Ok(AgentConfig {
             services: self.services,
             capabilities: self.capabilities,
@@ -246,6 +266,8 @@ impl Flags {
             bootstrap_url: self.bootstrap_url,
             registry_url: self.registry_url,
             registry_token: env_secret(&["GPUMESH_REGISTRY_TOKEN"]),
+            admission,
+            network_key,
             state_dir,
             refresh_every: Duration::from_secs(self.refresh_secs),
             load_every: Duration::from_millis(self.load_interval_ms),
@@ -338,6 +360,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use tokio_util::sync::CancellationToken;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -366,5 +389,95 @@ mod tests {
         let cfg = cli.args.flags.into_config().unwrap();
         assert_eq!(cfg.services, ["ocr", "embed"]);
         cfg.validate().unwrap();
+    }
+
+    /// The agent started through its flags with `--admission FILE`: the token is loaded and
+    /// checked, the agent runs (mock service, DHT join attempts, registry fallback with a
+    /// bearer token), and neither the registry token nor the node key reaches the logs.
+    #[test]
+    fn admission_file_loads_and_secrets_never_reach_the_logs() {
+        use crate::cli::test_logs::{capture, eventually, hex};
+        let logs = capture();
+        let dir = std::env::temp_dir().join(format!(
+            "gpumesh-cli-agent-secrets-{}-{}",
+            std::process::id(),
+            gpumesh_dht::signed::now_ms()
+        ));
+        let state = dir.join("state");
+        let id = gpumesh_probe::agent::worker_id(&state).unwrap();
+        let operator = gpumesh_dht::identity::load_or_create_keypair(&dir.join("op.key")).unwrap();
+        let now = gpumesh_dht::signed::now_ms();
+        let token = gpumesh_dht::AdmissionToken::issue(
+            &operator,
+            gpumesh_dht::admission::parse_peer_id(&id).unwrap(),
+            now,
+            now + 3_600_000,
+        )
+        .unwrap();
+        let token_file = dir.join("w.admission");
+        gpumesh_dht::admission::write_token(&token_file, &token).unwrap();
+        std::fs::write(dir.join("bad.admission"), "gpumesh-admission-v1:00\n").unwrap();
+        let args = |admission: &std::path::Path| {
+            Cli::try_parse_from([
+                "agent".as_ref(),
+                "--service".as_ref(),
+                "ocr".as_ref(),
+                "--gpu-profile".as_ref(),
+                "t4".as_ref(),
+                "--mock-service".as_ref(),
+                "--mock-listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--report-listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--public-url".as_ref(),
+                "http://127.0.0.1:9".as_ref(),
+                "--bootstrap-url".as_ref(),
+                "http://127.0.0.1:9/api/dht/bootstrap".as_ref(),
+                "--state-dir".as_ref(),
+                state.as_os_str(),
+                "--admission".as_ref(),
+                admission.as_os_str(),
+            ])
+            .unwrap()
+            .args
+            .flags
+        };
+        // A file that is not a token, and a missing file, are usage errors.
+        assert!(args(&dir.join("bad.admission")).into_config().is_err());
+        assert!(args(&dir.join("missing.admission")).into_config().is_err());
+
+        let mut cfg = args(&token_file).into_config().unwrap();
+        assert_eq!(cfg.admission.as_ref(), Some(&token));
+        let secret = "agent-registry-token-8b2e54d0";
+        cfg.registry_token = Some(gpumesh_probe::tunnel::Secret::new(secret));
+        cfg.validate().unwrap();
+        let rt = super::super::runtime().unwrap();
+        rt.block_on(async {
+            tracing::info!(config = ?cfg, "agent config (as an operator might log it)");
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(gpumesh_probe::run(cfg, shutdown.clone()));
+            assert!(
+                eventually(60, || logs.text().contains("admission token loaded")
+                    && logs.text().contains("DHT not joined"))
+                .await,
+                "the agent did not start"
+            );
+            shutdown.cancel();
+            task.await.unwrap().unwrap();
+        });
+        let text = logs.text().to_lowercase();
+        let key =
+            gpumesh_dht::identity::load_or_create_keypair(&gpumesh_probe::agent::key_path(&state))
+                .unwrap();
+        let private = key.to_protobuf_encoding().unwrap();
+        let ed = key.try_into_ed25519().unwrap().secret();
+        assert!(!text.contains(secret), "registry token leaked");
+        assert!(!text.contains(&hex(&private)), "node key leaked");
+        assert!(!text.contains(&hex(ed.as_ref())), "node key leaked");
+        assert!(
+            text.contains("secret(<redacted>)"),
+            "the config dump was not logged"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

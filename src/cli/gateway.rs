@@ -48,6 +48,19 @@ pub struct Args {
     /// Pre-shared network key file (libp2p pnet): peers without the key cannot connect.
     #[arg(long, env = "GPUMESH_NETWORK_KEY_FILE")]
     network_key_file: Option<PathBuf>,
+    /// File in which the gateway saves its worker view (signed records, re-verified on load)
+    /// so that a restart starts with a whole view. Default: not saved.
+    #[arg(long, env = "GPUMESH_DHT_VIEW_FILE")]
+    dht_view_file: Option<PathBuf>,
+    /// An operator public key (`gpumesh keygen --operator-key` prints it) whose admission
+    /// tokens this gateway's DHT node accepts (repeat; comma-separated in the env var). When
+    /// set, records, provider records and gossip of workers without a valid token are refused.
+    #[arg(
+        long = "admission-pubkey",
+        env = "GPUMESH_ADMISSION_PUBKEYS",
+        value_delimiter = ','
+    )]
+    admission_pubkeys: Vec<String>,
     /// Seconds a registry entry lives without a heartbeat.
     #[arg(long, env = "GPUMESH_REGISTRY_TTL_SECS", default_value_t = 90)]
     registry_ttl_secs: u64,
@@ -78,6 +91,16 @@ pub struct Args {
     /// Workers tried per request when the first cannot be reached.
     #[arg(long, env = "GPUMESH_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Seconds a client may take to send a request head (also the idle keep-alive limit).
+    #[arg(long, env = "GPUMESH_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    header_read_timeout_secs: u64,
+    /// Largest request head (request line and headers) accepted, bytes (at least 8192).
+    #[arg(long, env = "GPUMESH_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Milliseconds after which a GET/HEAD/OPTIONS still unanswered is also sent to a second
+    /// worker (the first answer wins; at most 5 % of them). 0: never.
+    #[arg(long, env = "GPUMESH_HEDGE_AFTER_MS", default_value_t = 0)]
+    hedge_after_ms: u64,
 }
 
 /// A non-empty environment variable (the seed system's names and the token).
@@ -110,6 +133,9 @@ impl Args {
         };
         // The registry's bearer token: environment only, so it never shows in `ps`.
         let registry_token = legacy_env("GPUMESH_REGISTRY_TOKEN");
+        let dht_admission_operators =
+            gpumesh_dht::admission::parse_operator_keys(&self.admission_pubkeys)
+                .map_err(|e| UsageError(format!("--admission-pubkey: {e}")))?;
         let config = Config {
             listen: self.listen,
             dht_enabled,
@@ -118,6 +144,8 @@ impl Args {
             dht_external_addrs: self.dht_external_addrs,
             dht_identity_file: self.dht_identity_file,
             dht_network_key_file: self.network_key_file,
+            dht_admission_operators,
+            dht_view_file: self.dht_view_file,
             dht_timings: None,
             registry_token,
             registry_ttl: Duration::from_secs(self.registry_ttl_secs),
@@ -130,6 +158,10 @@ impl Args {
             registry_rate_per_min: self.registry_rate_per_min,
             bootstrap_ttl: Duration::from_secs(self.bootstrap_ttl_secs),
             max_attempts: self.max_attempts,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
+            hedge_after: (self.hedge_after_ms > 0)
+                .then(|| Duration::from_millis(self.hedge_after_ms)),
         };
         config
             .validate()
@@ -220,5 +252,81 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.args.into_config().is_err());
+    }
+
+    /// Starts a real gateway (HTTP + DHT node) with a registry token, a network key file and a
+    /// node key file, with every log line of every crate captured at TRACE, and checks that no
+    /// secret reaches the logs, including a config dump.
+    #[test]
+    fn secrets_never_reach_the_logs() {
+        use crate::cli::test_logs::{capture, eventually, hex};
+        let logs = capture();
+        let dir = std::env::temp_dir().join(format!(
+            "gpumesh-cli-gw-secrets-{}-{}",
+            std::process::id(),
+            gpumesh_dht::signed::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("node.key");
+        let key = gpumesh_dht::identity::load_or_create_keypair(&key_file).unwrap();
+        let psk_file = dir.join("net.psk");
+        gpumesh_dht::identity::write_network_key(
+            &psk_file,
+            gpumesh_dht::identity::generate_network_key(),
+        )
+        .unwrap();
+        let psk_hex = std::fs::read_to_string(&psk_file)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_owned();
+        let operator = gpumesh_dht::identity::load_or_create_keypair(&dir.join("op.key")).unwrap();
+        let token = "gw-registry-token-3f9a1c7e";
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            dht_listen: "127.0.0.1:0".parse().unwrap(),
+            dht_identity_file: Some(key_file.clone()),
+            dht_network_key_file: Some(psk_file),
+            dht_admission_operators: vec![gpumesh_dht::OperatorKey::of(&operator).unwrap()],
+            dht_timings: Some(gpumesh_dht::Timings::fast()),
+            registry_token: Some(token.into()),
+            allow_private_upstreams: true,
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let rt = super::super::runtime().unwrap();
+        rt.block_on(async {
+            tracing::info!(?config, "gateway config (as an operator might log it)");
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(gpumesh_gateway::run(config.clone(), shutdown.clone()));
+            assert!(
+                eventually(60, || logs.text().contains("gateway listening")).await,
+                "the gateway did not start"
+            );
+            shutdown.cancel();
+            task.await.unwrap().unwrap();
+        });
+        let text = logs.text();
+        let private = key.to_protobuf_encoding().unwrap();
+        let secret = key.clone().try_into_ed25519().unwrap().secret();
+        for (what, s) in [
+            ("registry token", token.to_owned()),
+            ("network key", psk_hex.to_lowercase()),
+            ("node key (protobuf hex)", hex(&private)),
+            ("node key (secret hex)", hex(secret.as_ref())),
+        ] {
+            assert!(!s.is_empty());
+            assert!(
+                !text.to_lowercase().contains(&s),
+                "{what} leaked into the logs"
+            );
+        }
+        assert!(
+            text.contains("<redacted>"),
+            "the config dump was not logged"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,8 +1,11 @@
-//! `gpumesh keygen`: node identity and pre-shared network key files.
+//! `gpumesh keygen`: node identity, pre-shared network key and operator key files.
+//!
+//! Private keys are written to files (mode 0600) and never printed: only the peer id, the
+//! network key's fingerprint and the operator's public key go to stdout.
 
 use std::{path::PathBuf, process::ExitCode};
 
-use gpumesh_dht::identity;
+use gpumesh_dht::{OperatorKey, identity};
 
 use super::UsageError;
 
@@ -17,12 +20,20 @@ pub struct Args {
     /// Refuses to overwrite an existing file.
     #[arg(long, env = "GPUMESH_NETWORK_KEY_FILE")]
     network_key: Option<PathBuf>,
+    /// Operator key file for worker admission (Ed25519, mode 0600). Created if missing; an
+    /// existing file is only read. Its public key (give it to gateways as
+    /// `--admission-pubkey`) is printed either way. Sign workers in with `gpumesh admit`.
+    #[arg(long, env = "GPUMESH_OPERATOR_KEY_FILE")]
+    operator_key: Option<PathBuf>,
 }
 
 /// Runs `gpumesh keygen`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.identity.is_none() && args.network_key.is_none() {
-        return Err(UsageError("give --identity <file> and/or --network-key <file>".into()).into());
+    if args.identity.is_none() && args.network_key.is_none() && args.operator_key.is_none() {
+        return Err(UsageError(
+            "give --identity <file>, --network-key <file> and/or --operator-key <file>".into(),
+        )
+        .into());
     }
     if let Some(path) = &args.network_key
         && path.exists()
@@ -45,6 +56,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         identity::write_network_key(path, psk)?;
         eprintln!("wrote network key {}", path.display());
         println!("network_key_fingerprint: {}", psk.fingerprint());
+    }
+    if let Some(path) = &args.operator_key {
+        let existed = path.exists();
+        let key = identity::load_or_create_keypair(path)?;
+        let public =
+            OperatorKey::of(&key).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        let verb = if existed { "read" } else { "wrote" };
+        eprintln!("{verb} operator key {} (keep it offline)", path.display());
+        println!("operator_public_key: {public}");
     }
     Ok(ExitCode::SUCCESS)
 }

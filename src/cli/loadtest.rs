@@ -18,9 +18,18 @@ pub struct Args {
     /// Traffic time after every worker is discovered (`30s`, `2m`).
     #[arg(long, default_value = "30s")]
     duration: String,
-    /// steady, chaos, slow-worker, gateway-restart or coordinator-only.
+    /// steady, chaos, slow-worker, gateway-restart, coordinator-only or soak.
     #[arg(long, default_value = "steady")]
     scenario: String,
+    /// gateway-restart: restart without the saved view file (measures a blind restart).
+    #[arg(long)]
+    no_view_file: bool,
+    /// soak: share of the workers killed and replaced each churn round (0 < share ≤ 0.5).
+    #[arg(long, default_value_t = 0.03)]
+    churn_share: f64,
+    /// soak: time between churn rounds (`60s`, `2m`).
+    #[arg(long, default_value = "60s")]
+    churn_every: String,
     /// Write the JSON report here (plus `.md` and `.svg` beside it).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -36,6 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = LoadtestConfig::new(scenario, args.workers);
     config.users = args.users;
     config.duration = parse_duration(&args.duration).map_err(usage)?;
+    config.view_file = !args.no_view_file;
+    config.churn_share = args.churn_share;
+    config.churn_every = parse_duration(&args.churn_every).map_err(usage)?;
     config.validate().map_err(usage)?;
     let report = super::runtime()?.block_on(gpumesh_loadtest::run::run(config))?;
     print!("{}", report.markdown());

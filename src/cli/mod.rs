@@ -1,5 +1,6 @@
 //! Flag parsing, tracing set-up, exit codes, and the dispatch to each subcommand.
 
+mod admit;
 mod agent;
 mod demo;
 mod dht_bench;
@@ -51,6 +52,8 @@ enum Command {
     Loadtest(loadtest::Args),
     /// Generate a node identity or cluster keys.
     Keygen(keygen::Args),
+    /// Sign a worker's admission token with the operator key.
+    Admit(admit::Args),
 }
 
 /// A problem with the flags or configuration: reported and mapped to exit code 64.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::DhtBench(args) => dht_bench::run(args),
         Command::Loadtest(args) => loadtest::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Admit(args) => admit::run(args),
     };
     match outcome {
         Ok(code) => code,
@@ -145,5 +149,71 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Log capture for the secrets-hygiene tests: one global subscriber at TRACE (every thread,
+/// every crate, libp2p included) writing into a shared buffer.
+#[cfg(test)]
+pub(crate) mod test_logs {
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// The captured output of every test in this binary so far.
+    #[derive(Clone, Default)]
+    pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Logs {
+        /// Everything captured so far, as text.
+        pub(crate) fn text(&self) -> String {
+            let buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            String::from_utf8_lossy(&buf).into_owned()
+        }
+    }
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Installs the capturing subscriber (once) and returns its buffer.
+    pub(crate) fn capture() -> Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .try_init();
+            logs
+        })
+        .clone()
+    }
+
+    /// Lower-case hex of `bytes` (how a key would most likely leak into a log).
+    pub(crate) fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Polls `cond` every 50 ms for up to `secs`; returns whether it held.
+    pub(crate) async fn eventually(secs: u64, cond: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !cond() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        true
     }
 }

@@ -11,7 +11,7 @@ use super::{EventLoop, OwnRecord, queries::PendingKind};
 use crate::{
     DhtError,
     gossip::{GossipMessage, Heartbeat, Leave},
-    handle::{Command, Reply, Topology},
+    handle::{Command, ImportSummary, Reply, Topology},
     keys,
     record::WorkerRecord,
     registry::LeaveReason,
@@ -87,7 +87,43 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
                 let _ = reply.send(Ok(()));
             }
+            Command::ImportRecords(envelopes, reply) => {
+                let _ = reply.send(Ok(self.import_records(&envelopes)));
+            }
         }
+    }
+
+    /// Verifies and merges saved envelopes (see [`crate::DhtHandle::import_records`]).
+    fn import_records(&mut self, envelopes: &[Vec<u8>]) -> ImportSummary {
+        let limits = self.config.sizing.limits;
+        let now = Instant::now();
+        let mut summary = ImportSummary::default();
+        for bytes in envelopes {
+            // Saved records pass the same admission check as records from the network.
+            let verified = SignedRecord::verify(bytes, None, &limits, now_ms())
+                .and_then(|sr| self.admit(&sr).map(|()| sr));
+            match verified {
+                Ok(sr) if sr.peer_id != self.local_peer() => {
+                    if self.registry.upsert(&sr, now) {
+                        summary.imported += 1;
+                    } else {
+                        summary.unchanged += 1;
+                    }
+                }
+                Ok(_) => summary.unchanged += 1,
+                Err(reason) => {
+                    self.metrics.reject("record", reason);
+                    summary.rejected += 1;
+                }
+            }
+        }
+        tracing::info!(
+            imported = summary.imported,
+            unchanged = summary.unchanged,
+            rejected = summary.rejected,
+            "saved records imported"
+        );
+        summary
     }
 
     fn topology(&mut self) -> Topology {
@@ -100,6 +136,14 @@ impl EventLoop {
         let records_stored = {
             use libp2p::kad::store::RecordStore;
             self.swarm.behaviour_mut().kad.store_mut().records().count()
+        };
+        let providers_stored = {
+            use libp2p::kad::store::RecordStore;
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            self.provider_keys
+                .iter()
+                .map(|k| store.providers(k).len())
+                .sum()
         };
         let gossip_peers = self
             .swarm
@@ -120,6 +164,7 @@ impl EventLoop {
                 .num_established() as usize,
             routing_table,
             records_stored,
+            providers_stored,
             gossip_peers,
             registry_workers: self.registry.len(),
         }
@@ -137,7 +182,21 @@ impl EventLoop {
         rec.seq = seq;
         rec.issued_at_ms = now;
         rec.expires_at_ms = now + ttl.as_millis() as u64;
-        let signed = match SignedRecord::sign(&self.key, rec, &self.config.sizing.limits, now) {
+        let token = self.config.admission.token.as_ref();
+        if token.is_some_and(|t| t.not_after_ms() <= now) && !self.own_token_expired_logged {
+            self.own_token_expired_logged = true;
+            tracing::warn!(
+                "this worker's admission token has expired: admission-enforcing nodes will \
+                 refuse its records; ask the operator for a new one (`gpumesh admit`)"
+            );
+        }
+        let signed = match SignedRecord::sign_admitted(
+            &self.key,
+            rec,
+            token,
+            &self.config.sizing.limits,
+            now,
+        ) {
             Ok(s) => s,
             Err(reason) => {
                 if let Some(r) = reply {

@@ -11,7 +11,7 @@ use libp2p::{
     swarm::SwarmEvent,
 };
 
-use super::EventLoop;
+use super::{EventLoop, gate::Verdict};
 use crate::{
     behaviour::BehaviourEvent,
     gossip::GossipMessage,
@@ -131,6 +131,7 @@ impl EventLoop {
     fn accept_record(&mut self, record: &kad::Record) -> Result<Accepted, RejectReason> {
         let limits = self.config.sizing.limits;
         let sr = SignedRecord::verify(&record.value, Some(&record.key), &limits, now_ms())?;
+        self.admit(&sr)?;
         self.accept_verified(record.key.clone(), sr, record.expires)
     }
 
@@ -190,7 +191,7 @@ impl EventLoop {
         }
     }
 
-    fn on_inbound_provider(&mut self, mut record: kad::ProviderRecord) {
+    fn on_inbound_provider(&mut self, record: kad::ProviderRecord) {
         let reason = match keys::parse_key(&record.key) {
             Some(ParsedKey::Service { shard, .. }) if shard < self.config.sizing.service_shards => {
                 None
@@ -205,6 +206,13 @@ impl EventLoop {
             self.metrics.reject("provider", reason);
             return;
         }
+        if let Some(record) = self.gate_provider(record) {
+            self.store_provider(record);
+        }
+    }
+
+    /// Stores a checked provider record.
+    pub(super) fn store_provider(&mut self, mut record: kad::ProviderRecord) {
         // A NATed (client-mode) worker announces no address and is not in our routing table, so
         // kad would drop it from GET_PROVIDERS replies. Gateways reach workers through their
         // tunnel URL, not libp2p, so the address we saw the connection come from is a fine
@@ -308,10 +316,19 @@ impl EventLoop {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            gossipsub::Event::Subscribed { topic, .. } => {
+            gossipsub::Event::Subscribed { peer_id, topic } => {
                 // The first subscriber unblocks a pending announcement; later ones get it from
                 // the gateway mesh, so no re-announce here (that stormed at 2000 workers).
                 if topic == self.topic.hash() && self.own.is_some() && !self.announced {
+                    self.announce_due = true;
+                    self.retry_announce();
+                } else if topic == self.topic.hash()
+                    && self.own.is_some()
+                    && self.seeds.iter().any(|(p, _)| *p == peer_id)
+                {
+                    // A seed (a gateway) that subscribes again has restarted, perhaps with an
+                    // empty view: give it our record now rather than after a heartbeat interval
+                    // and a lookup. Bounded: one message per worker per seed reconnection.
                     self.announce_due = true;
                     self.retry_announce();
                 }
@@ -323,7 +340,25 @@ impl EventLoop {
     /// Ok(true): accept and forward; Ok(false): ignore (old or duplicate); Err: reject.
     fn on_gossip_message(&mut self, source: PeerId, data: &[u8]) -> Result<bool, RejectReason> {
         let now = Instant::now();
-        match GossipMessage::decode(data).ok_or(RejectReason::Malformed)? {
+        let msg = GossipMessage::decode(data).ok_or(RejectReason::Malformed)?;
+        // Heartbeats and leave notices carry no token: they are judged by the sender's record.
+        // From a peer not known yet, they are ignored (not forwarded) while its record is
+        // fetched; a record announcement is checked on its own.
+        if !matches!(msg, GossipMessage::Record(_)) {
+            match self.verdict(&source) {
+                Verdict::Admitted => {}
+                Verdict::Denied => return Err(RejectReason::NotAdmitted),
+                Verdict::Unknown => {
+                    if matches!(msg, GossipMessage::Heartbeat(_))
+                        && !self.fetching.contains(&source)
+                    {
+                        self.start_get_record(source, None, None);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+        match msg {
             GossipMessage::Heartbeat(hb) => {
                 let max_expiry = now_ms() + self.config.sizing.limits.max_ttl.as_millis() as u64;
                 if self.registry.heartbeat(source, hb, now, max_expiry)
@@ -338,6 +373,7 @@ impl EventLoop {
                 let key = keys::worker_key(&source);
                 let sr =
                     SignedRecord::verify(&bytes, Some(&key), &self.config.sizing.limits, now_ms())?;
+                self.admit(&sr)?;
                 if !self.registry.upsert(&sr, now) {
                     return Ok(false);
                 }

@@ -161,7 +161,9 @@ impl EventLoop {
                         Some(&key),
                         &self.config.sizing.limits,
                         now_ms(),
-                    ) {
+                    )
+                    .and_then(|sr| self.admit(&sr).map(|()| sr))
+                    {
                         Ok(sr) => {
                             *answers += 1;
                             if best.as_ref().is_none_or(|b| b.record.seq < sr.record.seq) {

@@ -109,6 +109,8 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::response::Html(include_str!("../../assets/index.html")) }),
         )
         .fallback(|| async { GatewayError::NotFound })
+        // axum still adds the `Allow` header; the body becomes the documented JSON error.
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
         .with_state(state)
 }
@@ -137,6 +139,26 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0),
         ))
+    }
+}
+
+/// One path parameter (`{id}`, `{service}`) as a string. axum's `Path` answers a parameter
+/// that is not UTF-8 after percent-decoding (`%FF`) with a plain-text 400; this extractor turns
+/// that into the documented JSON error.
+#[derive(Debug, Clone)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(GatewayError::BadRequest(format!(
+                "the path is not valid: {}",
+                rejection.body_text().chars().take(200).collect::<String>()
+            ))),
+        }
     }
 }
 

@@ -7,14 +7,14 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gpumesh_dht::record::WorkerRecord;
 
 use super::types::{HeartbeatRequest, RegisterResponse};
-use super::{AppState, ClientAddr, json, rate_limit};
+use super::{AppState, ClientAddr, PathParam, json, rate_limit};
 use crate::directory::{DirectoryEvent, Refused, Source, unix_ms};
 use crate::error::GatewayError;
 
@@ -87,7 +87,8 @@ fn lease(state: &AppState, id: String) -> (Instant, RegisterResponse) {
 /// `POST /api/workers/register` with a `WorkerRecord` JSON body.
 ///
 /// # Errors
-/// 400 (bad JSON, invalid record, refused URL), 401, 403, 413, 429.
+/// 400 (bad JSON, invalid record, refused URL), 401, 403, 409 (an older `seq` than the one
+/// held), 413, 429.
 pub async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -111,6 +112,7 @@ pub async fn register(
             .apply(event, Instant::now())
             .map_err(|refused| match refused {
                 Refused::Policy(p) => GatewayError::UpstreamRefused(p.to_string()),
+                stale @ Refused::Stale { .. } => GatewayError::StaleRecord(stale.to_string()),
                 other => GatewayError::BadRequest(other.to_string()),
             })?;
         Ok(response)
@@ -133,7 +135,7 @@ pub async fn register(
 /// 400, 401, 403, 404 (expired: register again), 413, 429.
 pub async fn heartbeat(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     client: ClientAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -167,7 +169,7 @@ pub async fn heartbeat(
 /// 401, 403, 404, 429.
 pub async fn deregister(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     client: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::types::RouteResponse;
-use super::{AppState, ClientAddr, json};
+use super::{AppState, ClientAddr, PathParam, json};
 use crate::directory::{Finish, Requirements, valid_service_name};
 use crate::error::GatewayError;
 use crate::forward::Outbound;
@@ -155,7 +155,7 @@ fn count_unrouted(state: &AppState, service: &str, e: &GatewayError, started: In
 /// 400, 404, 503.
 pub async fn route(
     State(state): State<AppState>,
-    Path(service): Path<String>,
+    PathParam(service): PathParam,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let requirements = requirements(&service, &headers)?;

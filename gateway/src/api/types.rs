@@ -77,6 +77,16 @@ pub struct WorkerView {
     pub load: LoadInfo,
     /// Agent version.
     pub agent_version: String,
+    /// When this gateway last routed a request to the worker (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_ms: Option<u64>,
+    /// When a request to the worker first failed (ms since the Unix epoch), if one did.
+    /// With `last_attempt_ms` it shows how quickly a failing worker stopped getting traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_ms: Option<u64>,
+    /// Failed requests to the worker through this gateway.
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// `GET /api/workers` → 200.

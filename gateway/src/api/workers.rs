@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 
 use super::bootstrap::parse_seed;
 use super::types::{TopologyEdge, TopologyNode, TopologyResponse, WorkersResponse};
-use super::{AppState, json};
+use super::{AppState, PathParam, json};
 use crate::directory::state_name;
 use crate::error::GatewayError;
 
@@ -27,7 +27,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
 /// 404 `unknown_worker`.
 pub async fn get_worker(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, GatewayError> {
     state
         .directory

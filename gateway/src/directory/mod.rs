@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::api::types::{GpuSummary, HeartbeatRequest, WorkerView};
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RefusedLabels, WorkerCountLabels, WorkerLabels};
+use crate::metrics::{GpuCountLabels, Metrics, RefusedLabels, WorkerCountLabels, WorkerLabels};
 use crate::policy::{PolicyError, UpstreamPolicy};
 use crate::select::Selector;
 
@@ -30,6 +30,9 @@ pub use records::{MAX_ID_LEN, MAX_SERVICES, state_name, unix_ms, valid_service_n
 use records::{check_record, gpu_summaries, to_view};
 
 pub use gpumesh_scheduler::{Requirements, WorkerKey};
+
+/// The `gpu` label of a worker that publishes no GPU.
+const NO_GPU: &str = "none";
 
 /// Where a worker's record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,10 +145,27 @@ struct Entry {
     gauge: Option<Gauge>,
 }
 
+/// What this gateway sent to one worker and how it went: the evidence for "a failing worker
+/// stops getting traffic quickly" (first failure → last attempt). Kept apart from the view so
+/// that it outlives the worker's entry (a killed worker leaves the view soon after failing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptLog {
+    /// When a request was last routed to it (ms since the Unix epoch).
+    pub last_attempt_ms: Option<u64>,
+    /// When a request to it first failed (ms since the Unix epoch).
+    pub first_failure_ms: Option<u64>,
+    /// Failed requests to it.
+    pub failures: u64,
+}
+
+/// Attempt logs kept beyond the view's own workers (departed ones), at most.
+const DEPARTED_LOGS: usize = 4096;
+
 #[derive(Debug)]
 struct State {
     entries: HashMap<String, Entry>,
     selector: Selector,
+    attempts: HashMap<String, AttemptLog>,
 }
 
 /// The in-memory worker view. Share it as `Arc<Directory>`.
@@ -163,6 +183,7 @@ impl Directory {
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 selector: Selector::new(seed),
+                attempts: HashMap::new(),
             }),
             policy,
             metrics,
@@ -210,7 +231,9 @@ impl Directory {
                 source,
             } => {
                 let mut state_guard = self.lock();
-                let State { entries, selector } = &mut *state_guard;
+                let State {
+                    entries, selector, ..
+                } = &mut *state_guard;
                 if let Some(entry) = entries.get_mut(&id).filter(|e| e.source == source) {
                     let state_changed = entry.record.state != state;
                     entry.record.load = load;
@@ -321,6 +344,36 @@ impl Directory {
         for (labels, n) in counts {
             self.metrics.workers.get_or_create(&labels).set(n);
         }
+        // Every (class, state) pair is written, zero included, so a class that empties
+        // shows 0 rather than its last count; the label set is bounded (about 36 series).
+        let states = ["joining", "online", "draining"];
+        let mut by_gpu: HashMap<(&'static str, &'static str), i64> = HashMap::new();
+        for e in state.entries.values() {
+            let class = e
+                .record
+                .gpus
+                .first()
+                .map_or(NO_GPU, |g| gpumesh_scheduler::gpu::gpu_class(&g.model));
+            *by_gpu
+                .entry((class, state_name(e.record.state)))
+                .or_default() += 1;
+        }
+        let classes = gpumesh_scheduler::gpu::SPEED_CLASSES
+            .iter()
+            .map(|(c, _)| *c)
+            .chain([gpumesh_scheduler::gpu::OTHER_CLASS, NO_GPU]);
+        for class in classes {
+            for s in states {
+                let n = by_gpu.get(&(class, s)).copied().unwrap_or(0);
+                self.metrics
+                    .workers_by_gpu
+                    .get_or_create(&GpuCountLabels {
+                        gpu: class.to_owned(),
+                        state: s.to_owned(),
+                    })
+                    .set(n);
+            }
+        }
     }
 
     /// Drops entries whose gateway-side expiry or record expiry has passed; returns how many.
@@ -357,7 +410,9 @@ impl Directory {
         now: Instant,
     ) -> Result<(), GatewayError> {
         let mut state = self.lock();
-        let State { entries, selector } = &mut *state;
+        let State {
+            entries, selector, ..
+        } = &mut *state;
         let Some(entry) = entries.get_mut(id).filter(|e| e.source == Source::Registry) else {
             return Err(GatewayError::UnknownWorker(id.to_owned()));
         };
@@ -412,8 +467,21 @@ impl Directory {
         now: Instant,
     ) -> Result<Picked, GatewayError> {
         let mut state = self.lock();
-        let State { entries, selector } = &mut *state;
+        let State {
+            entries,
+            selector,
+            attempts,
+        } = &mut *state;
+        if let Some(unreachable) = avoid {
+            // `avoid` is the worker the forwarder just failed to connect to (refused, reset
+            // or timed out before anything was sent): strong evidence that it is gone, so it
+            // leaves rotation now rather than after five failures.
+            selector.unreachable(unreachable, now);
+        }
         let (key, id) = selector.pick(requirements, avoid, now)?;
+        if attempts.len() >= entries.len() + DEPARTED_LOGS {
+            attempts.retain(|id, _| entries.contains_key(id));
+        }
         let Some(entry) = entries.get_mut(&id) else {
             selector.finish(key, Finish::Cancelled, Duration::ZERO, now);
             return Err(GatewayError::NoEligibleWorker {
@@ -422,6 +490,7 @@ impl Directory {
             });
         };
         entry.in_flight += 1;
+        attempts.entry(id.clone()).or_default().last_attempt_ms = Some(unix_ms());
         entry
             .gauge
             .get_or_insert_with(|| {
@@ -443,8 +512,18 @@ impl Directory {
     /// scheduler.
     pub fn finish(&self, picked: &Picked, outcome: Finish, latency: Duration, now: Instant) {
         let mut state = self.lock();
-        let State { entries, selector } = &mut *state;
+        let State {
+            entries,
+            selector,
+            attempts,
+        } = &mut *state;
         selector.finish(picked.key, outcome, latency, now);
+        if outcome == Finish::Failure
+            && let Some(log) = attempts.get_mut(&picked.id)
+        {
+            log.failures += 1;
+            log.first_failure_ms.get_or_insert_with(unix_ms);
+        }
         if let Some(e) = entries.get_mut(&picked.id) {
             e.in_flight = e.in_flight.saturating_sub(1);
             let gauge = e.gauge.get_or_insert_with(|| {
@@ -507,17 +586,29 @@ impl Directory {
 
     /// One worker as the API shows it.
     pub fn view(&self, id: &str, now: Instant) -> Option<WorkerView> {
-        self.lock().entries.get(id).map(|e| to_view(e, now))
+        let state = self.lock();
+        let log = state.attempts.get(id).copied().unwrap_or_default();
+        state.entries.get(id).map(|e| to_view(e, log, now))
+    }
+
+    /// What this gateway sent to worker `id` and how it went, also after it left the view
+    /// (the logs of the last few thousand departed workers are kept).
+    pub fn attempt_log(&self, id: &str) -> Option<AttemptLog> {
+        self.lock().attempts.get(id).copied()
     }
 
     /// Every worker, sorted by id.
     pub fn views(&self, now: Instant) -> Vec<WorkerView> {
-        let mut all: Vec<WorkerView> = self
-            .lock()
+        let state = self.lock();
+        let mut all: Vec<WorkerView> = state
             .entries
             .values()
-            .map(|e| to_view(e, now))
+            .map(|e| {
+                let log = state.attempts.get(&e.record.peer_id).copied();
+                to_view(e, log.unwrap_or_default(), now)
+            })
             .collect();
+        drop(state);
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }

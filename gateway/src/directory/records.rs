@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gpumesh_dht::record::{WorkerRecord, WorkerState};
 
-use super::{Entry, Refused};
+use super::{AttemptLog, Entry, Refused};
 use crate::api::types::{GpuSummary, WorkerView};
 
 /// `joining`, `online` or `draining`.
@@ -59,7 +59,7 @@ pub fn gpu_summaries(record: &WorkerRecord) -> Vec<GpuSummary> {
         .collect()
 }
 
-pub(super) fn to_view(e: &Entry, now: Instant) -> WorkerView {
+pub(super) fn to_view(e: &Entry, log: AttemptLog, now: Instant) -> WorkerView {
     let r = &e.record;
     WorkerView {
         id: r.peer_id.clone(),
@@ -74,6 +74,9 @@ pub(super) fn to_view(e: &Entry, now: Instant) -> WorkerView {
         gpus: r.gpus.clone(),
         load: r.load,
         agent_version: r.agent_version.clone(),
+        last_attempt_ms: log.last_attempt_ms,
+        first_failure_ms: log.first_failure_ms,
+        failures: log.failures,
     }
 }
 

@@ -165,3 +165,48 @@ fn invalid_and_refused_records_never_enter() {
     ));
     assert!(d.is_empty());
 }
+
+#[test]
+fn an_unreachable_worker_leaves_rotation_at_once_and_its_attempt_log_outlives_it() {
+    let d = directory(true);
+    let now = Instant::now();
+    for (id, port) in [("w1", 1), ("w2", 2)] {
+        d.apply(
+            upsert(
+                record(id, 1, &format!("http://127.0.0.1:{port}")),
+                Source::Dht,
+                None,
+            ),
+            now,
+        )
+        .unwrap();
+    }
+    let req = Requirements::new("ocr").unwrap();
+    let first = d.pick(&req, None, now).unwrap();
+    d.finish(&first, super::Finish::Failure, Duration::ZERO, now);
+    let log = d.attempt_log(&first.id).expect("logged");
+    assert_eq!(log.failures, 1);
+    assert!(log.first_failure_ms.is_some() && log.last_attempt_ms.is_some());
+    // The forwarder passes the unreachable worker as `avoid`: it is ejected, so later picks
+    // (without `avoid`) never return it.
+    let other = d.pick(&req, Some(first.key), now).unwrap();
+    assert_ne!(other.id, first.id);
+    d.finish(&other, super::Finish::Success, Duration::ZERO, now);
+    for _ in 0..50 {
+        let p = d.pick(&req, None, now).unwrap();
+        assert_ne!(p.id, first.id, "the unreachable worker is out of rotation");
+        d.finish(&p, super::Finish::Success, Duration::ZERO, now);
+    }
+    let view = d.view(&first.id, now).expect("still listed");
+    assert_eq!(view.failures, 1);
+    d.apply(
+        DirectoryEvent::Remove {
+            id: first.id.clone(),
+            source: Source::Dht,
+        },
+        now,
+    )
+    .unwrap();
+    assert!(d.view(&first.id, now).is_none());
+    assert_eq!(d.attempt_log(&first.id), Some(log), "kept after it left");
+}

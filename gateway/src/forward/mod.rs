@@ -39,9 +39,11 @@ use crate::policy::{GuardedResolver, UpstreamPolicy};
 
 mod body;
 mod headers;
+mod send;
 
 use body::{FinishGuard, Tracked};
 pub use headers::{forward_headers, strip_hop_by_hop};
+use send::{Hedge, HedgeBudget, PickGuard};
 
 /// The pooled upstream client.
 type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Body>;
@@ -88,6 +90,9 @@ pub struct Forwarder {
     read_timeout: Duration,
     max_body: usize,
     max_attempts: u32,
+    /// Hedge safe requests after this long without response headers (`None`: never).
+    hedge_after: Option<Duration>,
+    hedges: Arc<HedgeBudget>,
     metrics: Metrics,
     ok_series: Arc<OkSeries>,
 }
@@ -180,6 +185,8 @@ impl Forwarder {
             read_timeout: config.read_timeout,
             max_body: config.max_body_bytes,
             max_attempts: config.max_attempts,
+            hedge_after: config.hedge_after,
+            hedges: Arc::default(),
             metrics,
             ok_series: Arc::default(),
         })
@@ -193,11 +200,11 @@ impl Forwarder {
     pub async fn forward(
         &self,
         directory: &Arc<Directory>,
-        req: Outbound,
+        mut req: Outbound,
     ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
-        let service = req.service.clone();
-        self.attempt(directory, req, started)
+        let service = std::mem::take(&mut req.service);
+        self.attempt(directory, &service, req, started)
             .await
             .map_err(|(err, source)| {
                 let service = if directory.knows_service(&service) {
@@ -222,6 +229,7 @@ impl Forwarder {
     async fn attempt(
         &self,
         directory: &Arc<Directory>,
+        service: &str,
         mut req: Outbound,
         started: Instant,
     ) -> Result<Response<Body>, (GatewayError, Option<Source>)> {
@@ -308,6 +316,26 @@ impl Forwarder {
             } else {
                 std::mem::take(&mut headers)
             };
+            // A safe request with a re-sendable body may be hedged to a second worker.
+            let hedge_copy = match (&body, self.hedge_after) {
+                (OutBody::Replayable(bytes), Some(after)) if send::is_safe(&req.method) => {
+                    self.hedges.eligible();
+                    let mut copy = Request::new(Body::from(bytes.clone()));
+                    *copy.method_mut() = req.method.clone();
+                    *copy.headers_mut() = request.headers().clone();
+                    Some((after, copy))
+                }
+                _ => None,
+            };
+            let (path, query) = (req.path.as_str(), req.query.as_deref());
+            let uri_for = |p: &Picked| upstream_uri(p, path, query).ok();
+            let hedge = hedge_copy.map(|(after, copy)| Hedge {
+                after,
+                copy,
+                requirements: &req.requirements,
+                budget: &self.hedges,
+                uri_for: &uri_for,
+            });
             // Until the answer's headers arrive, the frontend may go away (hyper then drops
             // this future): the guard ends the pick as `Cancelled`, so in-flight never leaks.
             let guard = PickGuard {
@@ -315,28 +343,27 @@ impl Forwarder {
                 picked: Some(picked),
                 started,
             };
-            let sent =
-                tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await;
-            let picked = guard.disarm();
+            let (picked, sent) =
+                send::send(&self.client, guard, request, self.upstream_timeout, hedge).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
                     return Ok(self.respond(
                         directory,
                         picked,
-                        &req.service,
+                        service,
                         resp,
                         started,
                         req.method == Method::HEAD,
                     ));
                 }
-                Err(_) => GatewayError::WorkerTimeout {
+                Err(()) => GatewayError::WorkerTimeout {
                     worker: picked.id.clone(),
                     after_ms: u64::try_from(self.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
                 },
                 Ok(Err(e)) => {
                     let replayable = matches!(body, OutBody::Replayable(_));
                     if e.is_connect() && replayable && attempts < self.max_attempts {
-                        debug!(worker = %picked.id, service = %req.service, error = %e, "worker unreachable; trying another");
+                        debug!(worker = %picked.id, service, error = %e, "worker unreachable; trying another");
                         directory.finish(
                             &picked,
                             Finish::Failure,
@@ -346,7 +373,7 @@ impl Forwarder {
                         self.metrics
                             .retries
                             .get_or_create(&ServiceLabels {
-                                service: req.service.clone(),
+                                service: service.to_owned(),
                             })
                             .inc();
                         let detail = "could not connect to the worker";
@@ -370,7 +397,7 @@ impl Forwarder {
             } else {
                 Finish::Failure
             };
-            warn!(worker = %picked.id, service = %req.service, code = err.code(), "forwarding failed");
+            warn!(worker = %picked.id, service, code = err.code(), "forwarding failed");
             directory.finish(&picked, finish, started.elapsed(), Instant::now());
             return Err((err, Some(picked.source)));
         }
@@ -431,34 +458,6 @@ impl Forwarder {
             tracked.guard.finish(Some(true));
         }
         Response::from_parts(parts, Body::new(tracked))
-    }
-}
-
-/// Ends a pick as `Cancelled` when dropped armed (the frontend left while the worker had the
-/// request and no response headers had come back yet).
-struct PickGuard<'a> {
-    directory: &'a Directory,
-    picked: Option<Picked>,
-    started: Instant,
-}
-
-impl PickGuard<'_> {
-    fn disarm(mut self) -> Picked {
-        self.picked.take().expect("a guard is disarmed once")
-    }
-}
-
-impl Drop for PickGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(picked) = self.picked.take() {
-            debug!(worker = %picked.id, "the frontend went away before the worker answered");
-            self.directory.finish(
-                &picked,
-                Finish::Cancelled,
-                self.started.elapsed(),
-                Instant::now(),
-            );
-        }
     }
 }
 

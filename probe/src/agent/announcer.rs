@@ -1,8 +1,18 @@
 //! Where the record goes: the DHT when it can be joined, else the gateway registry; back to
 //! the DHT as soon as it recovers.
+//!
+//! One failed DHT write does not move the record: while the last record the DHT accepted is
+//! still valid, the worker stays on the DHT for up to [`MAX_MISSED_DHT_WRITES`] failed write in
+//! a row (the TTL spans three refreshes, so after one lost refresh the record still has a full
+//! refresh interval to live, and the next write can still fall back in time). Leaving on the
+//! first timeout made a loaded network flap between the DHT and the registry and sent every
+//! such worker to the central endpoint.
 
 use gpumesh_dht::record::WorkerRecord;
-use tracing::info;
+use tracing::{info, warn};
+
+/// Failed DHT writes in a row tolerated while the previous record is still valid.
+pub(crate) const MAX_MISSED_DHT_WRITES: u32 = 1;
 
 use super::dht_link::DhtLink;
 use super::registry_link::RegistryLink;
@@ -23,6 +33,10 @@ pub(crate) struct Announcer {
     pub(crate) dht: Option<DhtLink>,
     pub(crate) registry: Option<RegistryLink>,
     route: Route,
+    /// `expires_at_ms` of the last record the DHT accepted.
+    dht_held_until_ms: u64,
+    /// DHT writes that failed since the last success.
+    dht_missed: u32,
 }
 
 impl Announcer {
@@ -31,6 +45,8 @@ impl Announcer {
             dht,
             registry,
             route: Route::Nowhere,
+            dht_held_until_ms: 0,
+            dht_missed: 0,
         }
     }
 
@@ -59,8 +75,23 @@ impl Announcer {
             {
                 reg.withdraw().await;
             }
+            self.dht_held_until_ms = record.expires_at_ms;
+            self.dht_missed = 0;
             self.set_route(Route::Dht);
             return true;
+        }
+        if self.route == Route::Dht && self.dht.is_some() {
+            self.dht_missed += 1;
+            if self.dht_missed <= MAX_MISSED_DHT_WRITES
+                && record.issued_at_ms < self.dht_held_until_ms
+            {
+                warn!(
+                    missed = self.dht_missed,
+                    held_until_ms = self.dht_held_until_ms,
+                    "DHT write failed; the previous record is still valid, staying on the DHT"
+                );
+                return true;
+            }
         }
         if let Some(reg) = &mut self.registry
             && (if refresh_only && reg.is_registered() {

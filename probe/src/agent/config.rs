@@ -44,6 +44,13 @@ pub struct AgentConfig {
     pub registry_url: Option<String>,
     /// The registry's bearer token (from the environment only).
     pub registry_token: Option<Secret>,
+    /// The operator's admission token for this worker (`--admission FILE`), carried in every
+    /// record so that admission-enforcing gateways accept it. Checked at start against the
+    /// worker's peer id and the clock.
+    pub admission: Option<gpumesh_dht::AdmissionToken>,
+    /// The DHT's pre-shared network key (`--network-key-file`): without the network's key a
+    /// node cannot connect to it at all. Its `Debug` shows only the fingerprint.
+    pub network_key: Option<gpumesh_dht::PreSharedKey>,
     /// Where the worker id and the seed cache are kept.
     pub state_dir: PathBuf,
     /// Record refresh period (the record expires after twice this).
@@ -81,6 +88,8 @@ impl Default for AgentConfig {
             bootstrap_url: None,
             registry_url: None,
             registry_token: None,
+            admission: None,
+            network_key: None,
             state_dir: PathBuf::from(".gpumesh"),
             refresh_every: Duration::from_secs(30),
             load_every: Duration::from_secs(2),

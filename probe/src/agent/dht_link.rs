@@ -34,6 +34,10 @@ pub(crate) struct DhtSettings {
     pub(crate) join_timeout: Duration,
     /// Parent of every node's shutdown token.
     pub(crate) shutdown: CancellationToken,
+    /// The operator's admission token, carried in the node's records.
+    pub(crate) admission: Option<gpumesh_dht::AdmissionToken>,
+    /// The network's pre-shared key, when the DHT is private.
+    pub(crate) network_key: Option<gpumesh_dht::PreSharedKey>,
 }
 
 /// The worker's standing in the DHT.
@@ -153,6 +157,8 @@ impl DhtLink {
         nc.identity = Identity::File(self.settings.key_path.clone());
         nc.seeds = addrs;
         nc.timings = self.settings.timings;
+        nc.admission.token.clone_from(&self.settings.admission);
+        nc.network_key = self.settings.network_key;
         if self.settings.port != 0 {
             let listen = format!("/ip4/0.0.0.0/tcp/{}", self.settings.port);
             nc.listen = vec![listen.parse().map_err(|e| format!("{listen}: {e}"))?];

@@ -53,6 +53,32 @@ fn identity(config: &AgentConfig) -> Result<Identity, AgentError> {
     })
 }
 
+/// Refuses an admission token that cannot admit this worker (another peer id, or expired):
+/// better a clear error at start than records every enforcing gateway silently refuses.
+fn check_admission(config: &AgentConfig) -> Result<(), AgentError> {
+    let Some(token) = &config.admission else {
+        return Ok(());
+    };
+    let me = worker_id(&config.state_dir)?;
+    if token.peer_id().to_base58() != me {
+        return Err(AgentError::Config(format!(
+            "the admission token is for peer {}, but this worker is {me} (its key is {}); \
+             ask the operator for a token for {me}",
+            token.peer_id(),
+            key_path(&config.state_dir).display()
+        )));
+    }
+    if token.not_after_ms() <= gpumesh_dht::signed::now_ms() {
+        return Err(AgentError::Config(format!(
+            "the admission token for {me} expired (not_after {} ms since the epoch); ask the \
+             operator for a new one",
+            token.not_after_ms()
+        )));
+    }
+    info!(operator = %token.operator(), not_after_ms = token.not_after_ms(), "admission token loaded");
+    Ok(())
+}
+
 /// Measures once and returns exactly the record the agent would publish now
 /// (`gpumesh agent --probe-once --json`), state included (the upstream's health is checked
 /// once). With a quick tunnel there is no URL yet: the record then has an empty `tunnel_url`,
@@ -103,6 +129,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<AgentReport, AgentError> {
     config.validate()?;
+    check_admission(&config)?;
     let http_err = |e: reqwest::Error| AgentError::Http(e.to_string());
     let sampler = Sampler::new(config.gpu.open(config.fake_seed)?)?;
     info!(gpu_source = %sampler.source_kind(), services = ?config.services, "agent starting");
@@ -147,6 +174,8 @@ pub async fn run(
             timings,
             join_timeout: cfg.dht_join_timeout,
             shutdown: parts.clone(),
+            admission: cfg.admission.clone(),
+            network_key: cfg.network_key,
         };
         Some(DhtLink::new(boot, settings))
     } else {
