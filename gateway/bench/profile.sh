@@ -6,7 +6,7 @@
 # (top symbols by self time) and the gateway's CPU µs per request over the run.
 #
 # Needs nginx, wrk, perf and a release build (debug line tables are on in [profile.release]):
-# cargo build --release --bin gpumesh.
+# cargo build --release --bin gpumesh --features mimalloc.
 # Usage: gateway/bench/profile.sh [perf.data]   (DURATION, CONNS, TOP tune it; CALLGRAPH=1
 # records call graphs with --call-graph dwarf, much larger files; CALLGRAPH=fp: frame
 # pointers, enough for kernel stacks)

@@ -7,7 +7,7 @@
 # $PROXY_CPU), runs the driver (pinned to $OTHER_CPUS), and stops everything on exit.
 #
 # Needs nginx (apt-get install -y nginx-light wrk is done when missing) and release builds:
-#   cargo build --release --bin gpumesh
+#   cargo build --release --bin gpumesh --features mimalloc
 #   cargo build --release -p gpumesh-gateway --example quality_run
 # Usage: gateway/bench/quality.sh [results.md]   (RATE, SECS, CALIB_SECS tune the load;
 # HEDGE_AFTER_MS is the gateway's --hedge-after-ms, default 150: a GET with no answer after

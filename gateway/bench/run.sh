@@ -11,7 +11,7 @@
 #   - proxy CPU per request: (utime+stime of the proxy's processes) / requests served.
 #
 # Needs: nginx, haproxy, wrk (apt-get install nginx haproxy wrk) and a release build
-# (cargo build --release --bin gpumesh). Usage: gateway/bench/run.sh [results.md]
+# (cargo build --release --bin gpumesh --features mimalloc). Usage: gateway/bench/run.sh [results.md]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
