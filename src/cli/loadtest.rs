@@ -49,7 +49,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.churn_share = args.churn_share;
     config.churn_every = parse_duration(&args.churn_every).map_err(usage)?;
     config.validate().map_err(usage)?;
-    let report = super::runtime()?.block_on(gpumesh_loadtest::run::run(config))?;
+    let report = super::runtime()?
+        .block_on(gpumesh_loadtest::run::run(config))
+        .map_err(|e| match e {
+            // A run this machine cannot carry (e.g. the open-files limit) is a usage error.
+            gpumesh_loadtest::LoadtestError::Usage(m) => super::UsageError(m).into(),
+            other => anyhow::Error::from(other),
+        })?;
     print!("{}", report.markdown());
     if let Some(path) = &args.report {
         for p in report.write(path)? {
