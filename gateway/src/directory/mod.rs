@@ -490,16 +490,19 @@ impl Directory {
             });
         };
         entry.in_flight += 1;
-        attempts.entry(id.clone()).or_default().last_attempt_ms = Some(unix_ms());
-        entry
-            .gauge
-            .get_or_insert_with(|| {
-                self.metrics
-                    .worker_in_flight
-                    .get_or_create(&WorkerLabels { worker: id.clone() })
-                    .clone()
-            })
-            .set(i64::from(entry.in_flight));
+        self.publish_in_flight(entry, &id);
+        // Look up before inserting: the common case (a known worker) then costs no id clone.
+        let at = Some(unix_ms());
+        match attempts.get_mut(&id) {
+            Some(log) => log.last_attempt_ms = at,
+            None => {
+                let log = AttemptLog {
+                    last_attempt_ms: at,
+                    ..AttemptLog::default()
+                };
+                attempts.insert(id.clone(), log);
+            }
+        }
         Ok(Picked {
             key,
             url: entry.url.clone(),
@@ -526,16 +529,23 @@ impl Directory {
         }
         if let Some(e) = entries.get_mut(&picked.id) {
             e.in_flight = e.in_flight.saturating_sub(1);
-            let gauge = e.gauge.get_or_insert_with(|| {
+            self.publish_in_flight(e, &picked.id);
+        }
+    }
+
+    /// Sets the worker's in-flight gauge, resolving its label set once per entry.
+    fn publish_in_flight(&self, entry: &mut Entry, id: &str) {
+        entry
+            .gauge
+            .get_or_insert_with(|| {
                 self.metrics
                     .worker_in_flight
                     .get_or_create(&WorkerLabels {
-                        worker: picked.id.clone(),
+                        worker: id.to_owned(),
                     })
                     .clone()
-            });
-            gauge.set(i64::from(e.in_flight));
-        }
+            })
+            .set(i64::from(entry.in_flight));
     }
 
     /// Ids of the workers that came from `source`.
