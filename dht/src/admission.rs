@@ -399,7 +399,8 @@ pub fn parse_peer_id(s: &str) -> Result<PeerId, AdmissionError> {
     PeerId::from_str(s.trim()).map_err(|_| AdmissionError::Malformed("peer id does not parse"))
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (the encoding tokens and signed records use in text and JSON).
+pub fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -409,7 +410,8 @@ fn hex_encode(bytes: &[u8]) -> String {
     s
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
+/// Decodes [`hex_encode`]'s output (either case); `None` when it is not hex.
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

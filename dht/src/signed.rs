@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     admission::{self, AdmissionToken},
     keys::{self, ParsedKey},
-    record::WorkerRecord,
+    record::{GpuInfo, WorkerRecord},
     validate::{MAX_GPUS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits, RejectReason},
 };
 
@@ -149,17 +149,35 @@ fn check_times(r: &WorkerRecord, limits: &RecordLimits, now_ms: u64) -> Result<(
     Ok(())
 }
 
-fn check_schema(r: &WorkerRecord) -> Result<(), RejectReason> {
+/// The schema limits every record must meet (services, capabilities, URL, GPUs, text
+/// lengths: [`crate::validate`]'s constants). [`SignedRecord::verify`] applies them to DHT
+/// records; the gateway's HTTP registry applies the same function to the records it takes.
+///
+/// # Errors
+/// [`RejectReason::Schema`].
+pub fn check_schema(r: &WorkerRecord) -> Result<(), RejectReason> {
     let text_ok = |s: &str| s.len() <= MAX_TEXT;
     let ok = r.services.len() <= MAX_SERVICES
         && r.services.iter().all(|s| keys::is_valid_service(s))
         && r.capabilities.len() <= MAX_SERVICES
         && r.capabilities.iter().all(|c| text_ok(c))
         && r.tunnel_url.len() <= MAX_URL
-        && r.gpus.len() <= MAX_GPUS
-        && r.gpus.iter().all(|g| text_ok(&g.model) && text_ok(&g.uuid))
         && text_ok(&r.agent_version);
     if ok {
+        check_gpus(&r.gpus)
+    } else {
+        Err(RejectReason::Schema)
+    }
+}
+
+/// The GPU part of [`check_schema`] (at most [`MAX_GPUS`], bounded text), for updates that
+/// carry only GPUs (registry heartbeats).
+///
+/// # Errors
+/// [`RejectReason::Schema`].
+pub fn check_gpus(gpus: &[GpuInfo]) -> Result<(), RejectReason> {
+    let text_ok = |s: &str| s.len() <= MAX_TEXT;
+    if gpus.len() <= MAX_GPUS && gpus.iter().all(|g| text_ok(&g.model) && text_ok(&g.uuid)) {
         Ok(())
     } else {
         Err(RejectReason::Schema)

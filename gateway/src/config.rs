@@ -63,6 +63,10 @@ pub struct Config {
     /// Send a safe request (GET, HEAD, OPTIONS) to a second worker when the first has not
     /// answered within this delay, and use whichever answers first; `None`: never hedge.
     pub hedge_after: Option<Duration>,
+    /// Idle connections kept open to each worker for reuse (0: none). A worker runs a few
+    /// requests at a time, so more idle connections than that are never all reused, and with
+    /// thousands of workers they add up to thousands of open files.
+    pub upstream_idle_per_host: usize,
 }
 
 /// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Config {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("hedge_after", &self.hedge_after)
+            .field("upstream_idle_per_host", &self.upstream_idle_per_host)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +131,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             hedge_after: None,
+            upstream_idle_per_host: 8,
         }
     }
 }

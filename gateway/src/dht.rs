@@ -118,12 +118,13 @@ pub fn node_config(config: &Config) -> Result<NodeConfig, RunError> {
 }
 
 /// Starts the node, registering its metrics into `registry` (one `/metrics` for both). With
-/// `config.dht_view_file`, the saved view is reloaded (verified again) and kept saved
+/// `config.dht_view_file`, the saved view is reloaded (verified again) before this returns,
+/// so that the gateway serves with it from its first request, and kept saved
 /// ([`view_file::keep`]) until `shutdown`.
 ///
 /// # Errors
 /// [`RunError::Dht`] when the node cannot start (bad key file, port taken).
-pub fn start(
+pub async fn start(
     config: &Config,
     registry: &mut Registry,
     shutdown: CancellationToken,
@@ -133,6 +134,9 @@ pub fn start(
     let handle =
         gpumesh_dht::spawn(nc, shutdown.clone()).map_err(|e| RunError::Dht(e.to_string()))?;
     if let Some(path) = &config.dht_view_file {
+        if let Err(e) = view_file::load(&handle, path).await {
+            warn!(error = %e, "saved worker view ignored");
+        }
         tokio::spawn(view_file::keep(handle.clone(), path.clone(), shutdown));
     }
     Ok(handle)
@@ -147,7 +151,7 @@ fn upsert(entry: WorkerEntry) -> DirectoryEvent {
 }
 
 /// Loads the node's whole view into the directory and drops DHT entries it no longer has.
-fn resync(handle: &DhtHandle, directory: &Directory) {
+pub(crate) fn resync(handle: &DhtHandle, directory: &Directory) {
     let now = Instant::now();
     let workers = handle.registry().workers();
     let present: HashSet<String> = workers.iter().map(|w| w.record.peer_id.clone()).collect();

@@ -45,6 +45,11 @@ pub enum GatewayError {
     /// A wrong token, or the registry is disabled.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The gateway enforces operator admission and the worker has no valid, unexpired token
+    /// for its own peer id (missing, for another peer, expired, or from an untrusted
+    /// operator), or did not prove it holds the key of that peer id.
+    #[error("worker not admitted: {0}")]
+    NotAdmitted(String),
     /// No worker has ever offered this service.
     #[error("unknown service `{0}`")]
     UnknownService(String),
@@ -107,7 +112,7 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) | Self::UpstreamRefused(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::NotAdmitted(_) => StatusCode::FORBIDDEN,
             Self::UnknownService(_) | Self::UnknownWorker(_) | Self::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -128,6 +133,7 @@ impl GatewayError {
             Self::UpstreamRefused(_) => "upstream_refused",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::NotAdmitted(_) => "not_admitted",
             Self::UnknownService(_) => "unknown_service",
             Self::UnknownWorker(_) => "unknown_worker",
             Self::NotFound => "not_found",

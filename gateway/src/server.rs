@@ -86,6 +86,7 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
     Ok(AppState::new(Shared {
         bootstrap_limiter: Arc::new(RateLimiter::per_minute(config.bootstrap_rate_per_min)),
         registry_limiter: Arc::new(RateLimiter::per_minute(config.registry_rate_per_min)),
+        registry_admissions: crate::api::registry::Admissions::default(),
         dht: Arc::new(DhtStatus::new(config.dht_enabled)),
         config: Arc::new(config),
         directory,
@@ -116,12 +117,14 @@ impl Gateway {
         let mut registry = Registry::default();
         let dht_shutdown = CancellationToken::new();
         let dht = if config.dht_enabled {
-            Some(dht::start(&config, &mut registry, dht_shutdown.clone())?)
+            Some(dht::start(&config, &mut registry, dht_shutdown.clone()).await?)
         } else {
             None
         };
         let state = build_state(config, registry)?;
         if let Some(handle) = &dht {
+            // A reloaded view is in the directory before the first request.
+            dht::resync(handle, &state.directory);
             let peer_id = Some(handle.peer_id().to_base58());
             state.dht.set(DhtSnapshot {
                 peer_id,

@@ -152,6 +152,109 @@ async fn a_dead_workers_requests_fail_over_to_a_live_one() {
     assert_eq!(ok, 20.0);
 }
 
+/// A worker that reads each request's head and then closes the connection without an
+/// answer, as a machine that dies mid-request; counts the requests it received.
+async fn start_breaking_worker() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_broken_connection_is_retried_only_when_a_repeat_is_harmless() {
+    use std::sync::atomic::Ordering;
+    let (live, _stop) = start_worker("live").await;
+    let (breaker, hits) = start_breaking_worker().await;
+    // The breaking worker has the faster GPU, so a fresh gateway picks it first.
+    let setup = || async {
+        let gw = start_gateway(config()).await;
+        let mut slow = record("live", "echo", &format!("http://{live}"));
+        slow.gpus[0].model = "Tesla T4".into();
+        register(&gw, &slow).await;
+        register(
+            &gw,
+            &record("breaker", "echo", &format!("http://{breaker}")),
+        )
+        .await;
+        gw
+    };
+
+    // A POST with an Idempotency-Key reached the breaking worker, then went to the live one.
+    let gw = setup().await;
+    let resp = client()
+        .post(gw.url("/api/service/echo/echo/x"))
+        .header("idempotency-key", "order-1")
+        .body("job")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-gpumesh-worker"], "live");
+    assert_eq!(resp.text().await.unwrap(), "job");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the breaking worker saw it once"
+    );
+
+    // The same POST without the key is not repeated: the worker may have run it.
+    let gw = setup().await;
+    let resp = client()
+        .post(gw.url("/api/service/echo/echo/x"))
+        .body("job")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let err: ErrorBody = resp.json().await.unwrap();
+    assert_eq!(
+        (err.code.as_str(), err.worker.as_deref()),
+        ("worker_failed", Some("breaker")),
+        "{err:?}"
+    );
+    assert!(
+        err.message.contains("the connection to the worker broke"),
+        "{err:?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // GET is idempotent: retried without any key.
+    let gw = setup().await;
+    let resp = client()
+        .get(gw.url("/api/service/echo/echo/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-gpumesh-worker"], "live");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn slow_worker_is_504_and_5xx_passes_through() {
     let (w, _stop) = start_worker("sleepy").await;

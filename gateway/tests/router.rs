@@ -353,6 +353,13 @@ async fn status_502_when_the_only_worker_is_unreachable() {
 #[tokio::test]
 async fn status_503_no_eligible_and_route_lookup() {
     let (app, state) = app_with(config());
+    // An empty view (a gateway that just started blind) is not ready: 503, not a 404 for a
+    // service it simply has not heard of yet.
+    let (status, err) = error_of(&app, get("/api/service/ocr/x")).await;
+    assert_eq!(
+        (status, err.code.as_str(), err.fault.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "gateway")
+    );
     add_worker(
         &state,
         "w1",

@@ -52,6 +52,8 @@ pub struct FleetConfig {
     pub drain_grace: Duration,
     /// Where worker state directories go (removed by [`Fleet::shutdown`]).
     pub state_root: PathBuf,
+    /// Workers started per second by [`Fleet::start`]; `None`: all at once.
+    pub start_rate: Option<f64>,
 }
 
 impl FleetConfig {
@@ -69,6 +71,7 @@ impl FleetConfig {
             slots: 4,
             drain_grace: Duration::from_secs(2),
             state_root: unique_temp_dir("gpumesh-fleet"),
+            start_rate: None,
         }
     }
 }
@@ -133,7 +136,8 @@ fn free_port() -> Result<u16, LoadtestError> {
 }
 
 impl Fleet {
-    /// Starts `config.workers` agents (they join in the background).
+    /// Starts `config.workers` agents (they join in the background), at most
+    /// `config.start_rate` per second.
     ///
     /// # Errors
     /// A worker whose configuration is refused, or a local I/O problem.
@@ -148,10 +152,17 @@ impl Fleet {
             workers: Vec::new(),
             http,
         };
+        let began = tokio::time::Instant::now();
         for i in 0..fleet.config.workers {
             fleet.add_worker(i)?;
             if (i + 1).is_multiple_of(50) {
-                tokio::task::yield_now().await;
+                match fleet.config.start_rate.filter(|r| *r > 0.0) {
+                    Some(rate) => {
+                        let due = began + Duration::from_secs_f64((i + 1) as f64 / rate);
+                        tokio::time::sleep_until(due).await;
+                    }
+                    None => tokio::task::yield_now().await,
+                }
             }
         }
         Ok(fleet)

@@ -191,11 +191,25 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
         6..=8 => "embed",
         _ => "llm",
     };
-    let body = vec![b'x'; 256];
+    let path = format!("/api/service/{service}/run");
+    // OCR, embeddings and inference are pure functions: the users say so with an
+    // Idempotency-Key (unique per request), so the gateway may repeat a request whose worker
+    // died mid-request on another worker.
+    let key = format!("lt-{}-{n}", std::process::id());
+    let request = match user.get_request_builder(&GooseMethod::Post, &path) {
+        Ok(b) => GooseRequest::builder()
+            .method(GooseMethod::Post)
+            .path(path.as_str())
+            .set_request_builder(b.header("idempotency-key", key).body(vec![b'x'; 256]))
+            .build(),
+        Err(e) => {
+            rec.record_unclear();
+            rec.record(Duration::ZERO, Some(format!("goose: {e}")));
+            return Ok(());
+        }
+    };
     let started = Instant::now();
-    let answer = user
-        .post(&format!("/api/service/{service}/run"), body)
-        .await;
+    let answer = user.request(request).await;
     let error = match answer {
         Err(e) => Some(format!("goose: {e}")),
         Ok(r) => match r.response {

@@ -36,6 +36,10 @@ pub enum BootstrapError {
     NotConfigured,
 }
 
+/// Largest bootstrap answer or seed cache read, in bytes. A seed list is a few hundred bytes
+/// per seed; anything near this is not one, and is refused before it is buffered whole.
+pub const MAX_BOOTSTRAP_BYTES: usize = 256 * 1024;
+
 /// Keeps only well-formed seeds: a peer id and at least one multiaddr (`/…`).
 pub fn usable(seeds: Vec<Seed>) -> Vec<Seed> {
     seeds
@@ -59,9 +63,12 @@ pub struct Bootstrapper {
 impl Bootstrapper {
     /// `url` is the full endpoint (`https://gw/api/dht/bootstrap`); `cache` the cache file.
     pub fn new(url: Option<String>, cache: Option<PathBuf>) -> Result<Self, reqwest::Error> {
+        // One call per start: keeping its connection open idle would only hold a file
+        // descriptor (and a gateway socket) for the pool's 90 s.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Self {
             url,
@@ -79,8 +86,15 @@ impl Bootstrapper {
     /// The cached seeds, if the cache file exists and holds any usable seed.
     pub fn cached(&self) -> Option<Vec<Seed>> {
         let path = self.cache.as_deref()?;
-        let text = std::fs::read_to_string(path).ok()?;
-        match serde_json::from_str::<BootstrapResponse>(&text) {
+        let text = match read_capped(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "ignoring unreadable seed cache");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<BootstrapResponse>(&text) {
             Ok(r) => Some(usable(r.seeds)).filter(|s| !s.is_empty()),
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "ignoring unreadable seed cache");
@@ -97,14 +111,29 @@ impl Bootstrapper {
             url: url.clone(),
             message: m,
         };
-        let resp = self
+        let mut resp = self
             .client
             .get(&url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| err(e.to_string()))?;
-        let body: BootstrapResponse = resp.json().await.map_err(|e| err(e.to_string()))?;
+        let too_big = || err(format!("answer larger than {MAX_BOOTSTRAP_BYTES} bytes"));
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_BOOTSTRAP_BYTES as u64)
+        {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
+            if bytes.len() + chunk.len() > MAX_BOOTSTRAP_BYTES {
+                return Err(too_big());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: BootstrapResponse =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("not a seed list: {e}")))?;
         let seeds = usable(body.seeds);
         if seeds.is_empty() {
             return Err(BootstrapError::NoSeeds { url });
@@ -117,6 +146,21 @@ impl Bootstrapper {
         }
         Ok(seeds)
     }
+}
+
+/// Reads at most [`MAX_BOOTSTRAP_BYTES`] of `path`; a longer file is an error.
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_BOOTSTRAP_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_BOOTSTRAP_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_BOOTSTRAP_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn write_cache(path: &Path, seeds: &[Seed], ttl_secs: u64) -> std::io::Result<()> {
@@ -163,5 +207,56 @@ mod tests {
         let ok = usable(seeds);
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].multiaddrs.len(), 1);
+    }
+
+    fn temp_cache(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("gpumesh-bootstrap-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("seeds.json")
+    }
+
+    #[test]
+    fn an_oversized_seed_cache_is_ignored_not_buffered() {
+        let path = temp_cache("big");
+        let seed = r#"{"peer_id":"12D3KooA","multiaddrs":["/ip4/127.0.0.1/tcp/1"],"role":"seed"},"#;
+        let mut text = String::from(r#"{"ttl_secs":60,"count":1,"seeds":["#);
+        while text.len() <= MAX_BOOTSTRAP_BYTES {
+            text.push_str(seed);
+        }
+        text.push_str(&seed[..seed.len() - 1]);
+        text.push_str("]}");
+        std::fs::write(&path, &text).unwrap();
+        let b = Bootstrapper::new(None, Some(path.clone())).unwrap();
+        assert!(b.cached().is_none(), "a cache over the cap is not used");
+        // The same shape under the cap is used.
+        let small = format!(
+            r#"{{"ttl_secs":60,"count":1,"seeds":[{}]}}"#,
+            &seed[..seed.len() - 1]
+        );
+        std::fs::write(&path, small).unwrap();
+        assert_eq!(b.cached().map(|s| s.len()), Some(1));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_bootstrap_answer_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            // No Content-Length: the size is only known by reading to the end.
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = socket.write_all(&vec![b' '; 2 * MAX_BOOTSTRAP_BYTES]).await;
+        });
+        let b = Bootstrapper::new(Some(format!("http://{addr}/api/dht/bootstrap")), None).unwrap();
+        let err = b.fetch().await.unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        assert_eq!(b.calls(), 1);
     }
 }

@@ -124,7 +124,19 @@ async fn faults_switch_over_the_admin_endpoint() {
         .await;
     assert!(hung.is_err(), "hang never answers");
 
+    // A request still running when the machine dies gets no answer at all: the connection
+    // breaks (no polite 502 from a dead machine).
+    let in_flight = tokio::spawn({
+        let (c, work) = (c.clone(), work.clone());
+        async move { c.post(&work).timeout(Duration::from_secs(5)).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     c.post(&admin).json(&Fault::Crash).send().await.unwrap();
+    let broken = in_flight.await.unwrap();
+    match broken {
+        Err(e) => assert!(!e.is_timeout(), "broken, not timed out: {e}"),
+        Ok(r) => panic!("a crashed service answered {}", r.status()),
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         c.get(format!("{}/health", svc.url())).send().await.is_err(),

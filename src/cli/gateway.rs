@@ -101,6 +101,9 @@ pub struct Args {
     /// worker (the first answer wins; at most 5 % of them). 0: never.
     #[arg(long, env = "GPUMESH_HEDGE_AFTER_MS", default_value_t = 0)]
     hedge_after_ms: u64,
+    /// Idle connections kept open to each worker for reuse (0: none).
+    #[arg(long, env = "GPUMESH_UPSTREAM_IDLE_PER_HOST", default_value_t = 8)]
+    upstream_idle_per_host: usize,
 }
 
 /// A non-empty environment variable (the seed system's names and the token).
@@ -162,6 +165,7 @@ impl Args {
             max_header_bytes: self.max_header_bytes,
             hedge_after: (self.hedge_after_ms > 0)
                 .then(|| Duration::from_millis(self.hedge_after_ms)),
+            upstream_idle_per_host: self.upstream_idle_per_host,
         };
         config
             .validate()

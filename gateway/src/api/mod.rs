@@ -77,6 +77,9 @@ pub struct Shared {
     pub bootstrap_limiter: Arc<RateLimiter>,
     /// Rate limit of the registry endpoints.
     pub registry_limiter: Arc<RateLimiter>,
+    /// When each registry worker's admission token ends (used only when admission is
+    /// enforced): heartbeats cannot keep a worker past its token.
+    pub registry_admissions: registry::Admissions,
     /// What the DHT node reports (peer id, addresses, connections, warmth).
     pub dht: Arc<DhtStatus>,
 }

@@ -69,7 +69,10 @@ fn error_responses() -> Value {
     for (code, what) in [
         ("400", "bad request"),
         ("401", "bearer token missing"),
-        ("403", "token wrong or registry disabled"),
+        (
+            "403",
+            "token wrong or registry disabled; `not_admitted`: worker not admitted",
+        ),
         ("404", "unknown service, worker or endpoint"),
         ("405", "method not allowed on this path"),
         ("409", "a newer record of this worker is already held"),
@@ -177,7 +180,8 @@ fn operation(method: &str, path: &str, summary: &str) -> Value {
     match (method, path) {
         ("post", "/api/workers/register") => {
             op["operationId"] = json!("register");
-            op["requestBody"] = json!({"required": true, "content": json_content("WorkerRecord")});
+            op["requestBody"] =
+                json!({"required": true, "content": json_content("RegisterRequest")});
         }
         ("post", "/api/workers/{id}/heartbeat") => {
             op["operationId"] = json!("heartbeat");
@@ -242,6 +246,13 @@ fn schemas() -> Value {
                 "host": {"$ref": "#/components/schemas/HostInfo"},
                 "load": {"$ref": "#/components/schemas/LoadInfo"},
                 "agent_version": text(256), "started_at_ms": uint(u64::MAX)}},
+        "RegisterRequest": {"allOf": [{"$ref": "#/components/schemas/WorkerRecord"},
+            {"type": "object", "properties": {"signed_record": {"type": "string",
+                "maxLength": 8192, "pattern": "^[0-9a-f]*$",
+                "description": "hex of the worker's signed DHT record envelope (carrying its \
+                    admission token); required when the gateway enforces admission (then the \
+                    record inside it is the one registered, and one that does not verify is \
+                    403 not_admitted), unused otherwise"}}}]},
         "HeartbeatRequest": {"type": "object", "properties": {
             "state": state.clone(), "load": {"$ref": "#/components/schemas/LoadInfo"},
             "gpus": {"type": "array", "items": {"$ref": "#/components/schemas/GpuInfo"}, "maxItems": 16}}},

@@ -3,20 +3,92 @@
 //! `Authorization: Bearer <token>` on every call (401 without it, 403 with a wrong one, 403
 //! when no token is configured). Entries expire `registry_ttl` after the last register or
 //! heartbeat. Rate limited per client IP before the token is even looked at.
+//!
+//! Records taken here meet the same schema limits as DHT records
+//! ([`gpumesh_dht::signed::check_schema`]: at most `MAX_GPUS` GPUs, 32 services, bounded text),
+//! heartbeats' GPU lists too.
+//!
+//! **Admission.** Every volunteer agent holds the registry token, so when the gateway enforces
+//! operator admission (`dht_admission_operators`), the registry must not be a way around the
+//! DHT's gate. A registration then has to carry `signed_record`: the hex of the worker's signed
+//! DHT envelope ([`SignedRecord`]), which holds the record and the operator token. The gateway
+//! verifies it exactly as a DHT node verifies a record (signature, signer = `peer_id`, times,
+//! schema) and checks the token with [`gpumesh_dht::AdmissionToken::check`], as the DHT gate
+//! does. The signature matters: tokens are public data (any DHT member can read them in
+//! records), so a token alone would let anyone with the registry token register under an
+//! admitted worker's id and take its traffic. The entry's lease never outlives the token, and
+//! heartbeats after it expired are refused and drop the entry. Refusals answer 403
+//! `not_admitted`, are counted in `gpumesh_gateway_registry_requests{outcome="not_admitted"}`
+//! and `gpumesh_gateway_records_refused{source="registry",reason="not_admitted"}`, and logged.
+//! A `signed_record` that does not verify is refused the same way (403 `not_admitted`; the
+//! `records_refused` reason says why, e.g. `signer_mismatch`). Without admission configured,
+//! behaviour is unchanged: the plain record is taken and `signed_record` is not used.
 
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use gpumesh_dht::admission::{AdmissionError, hex_decode};
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::signed::{check_gpus, check_schema, now_ms};
+use gpumesh_dht::validate::RecordLimits;
+use gpumesh_dht::{RejectReason, SignedRecord};
+use serde::Deserialize;
+use tracing::{info, warn};
 
 use super::types::{HeartbeatRequest, RegisterResponse};
 use super::{AppState, ClientAddr, PathParam, json, rate_limit};
-use crate::directory::{DirectoryEvent, Refused, Source, unix_ms};
+use crate::directory::{DirectoryEvent, MAX_ID_LEN, Refused, Source, unix_ms};
 use crate::error::GatewayError;
+use crate::metrics::RefusedLabels;
+
+/// The register body's field beside the record fields: the hex of the worker's signed DHT
+/// envelope. Agents that predate it send the plain record, which gateways without admission
+/// still take (they do not look at `signed_record` at all).
+#[derive(Debug, Deserialize)]
+struct RegisterExtras {
+    #[serde(default)]
+    signed_record: Option<String>,
+}
+
+/// When each registry worker's admission token ends, ms since the Unix epoch (filled only
+/// when admission is enforced). Bounded: entries leave on deregister, on an expired token, and
+/// in a sweep of workers no longer in the registry once the map outgrows the view.
+#[derive(Debug, Default)]
+pub struct Admissions(Mutex<HashMap<String, u64>>);
+
+impl Admissions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, state: &AppState, id: String, not_after_ms: u64) {
+        let mut map = self.lock();
+        if map.len() >= state.directory.len() * 2 + 64 {
+            let live: HashSet<String> = state
+                .directory
+                .ids_from(Source::Registry)
+                .into_iter()
+                .collect();
+            let now = now_ms();
+            map.retain(|id, not_after| *not_after > now && live.contains(id));
+        }
+        map.insert(id, not_after_ms);
+    }
+
+    fn get(&self, id: &str) -> Option<u64> {
+        self.lock().get(id).copied()
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
 
 /// Checks rate and bearer token, counting refusals under `op`.
 fn admit(
@@ -71,24 +143,137 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError
     })
 }
 
-fn lease(state: &AppState, id: String) -> (Instant, RegisterResponse) {
-    let ttl = state.config.registry_ttl;
-    let expires_at_ms =
-        unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+/// A lease of `registry_ttl`, cut short at `not_after_ms` (the worker's admission token).
+fn lease(state: &AppState, id: String, not_after_ms: Option<u64>) -> (Instant, RegisterResponse) {
+    let now_ms = unix_ms();
+    let ttl = not_after_ms.map_or(state.config.registry_ttl, |end| {
+        state
+            .config
+            .registry_ttl
+            .min(Duration::from_millis(end.saturating_sub(now_ms)))
+    });
+    let expires_at_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     let response = RegisterResponse {
         worker_id: id,
         ttl_secs: ttl.as_secs(),
-        heartbeat_interval_secs: (ttl.as_secs() / 3).max(1),
+        heartbeat_interval_secs: (state.config.registry_ttl.as_secs() / 3).max(1),
         expires_at_ms,
     };
     (Instant::now() + ttl, response)
 }
 
+fn enforced(state: &AppState) -> bool {
+    !state.config.dht_admission_operators.is_empty()
+}
+
+/// Counts and logs a record refused before it reaches the directory.
+fn refuse(state: &AppState, id: &str, reason: &'static str, error: GatewayError) -> GatewayError {
+    state
+        .metrics
+        .records_refused
+        .get_or_create(&RefusedLabels {
+            source: Source::Registry.as_str().to_owned(),
+            reason: reason.to_owned(),
+        })
+        .inc();
+    // The id is not checked yet: never log a client's arbitrary string.
+    let valid = id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    let worker = if valid { id } else { "(invalid id)" };
+    warn!(source = "registry", worker, reason, %error, "worker record refused");
+    error
+}
+
+/// Verifies `signed_record` as a DHT node would and returns it; it must be `peer_id`'s. A
+/// failure is 403 `not_admitted`: the worker did not prove it holds its peer id's key (the
+/// label of `records_refused` says why).
+fn verify_signed(state: &AppState, hex: &str, peer_id: &str) -> Result<SignedRecord, GatewayError> {
+    let limits = RecordLimits::default();
+    let bad = |reason: RejectReason| {
+        refuse(
+            state,
+            peer_id,
+            reason.as_str(),
+            GatewayError::NotAdmitted(format!("signed_record does not verify: {reason}")),
+        )
+    };
+    if hex.len() > 2 * limits.max_value_bytes {
+        return Err(bad(RejectReason::Oversized));
+    }
+    let bytes = hex_decode(hex).ok_or_else(|| bad(RejectReason::Malformed))?;
+    let signed = SignedRecord::verify(&bytes, None, &limits, now_ms()).map_err(bad)?;
+    if signed.record.peer_id != peer_id {
+        return Err(bad(RejectReason::SignerMismatch));
+    }
+    Ok(signed)
+}
+
+/// The record to register and, under admission, its token's `not_after`.
+fn admitted_record(
+    state: &AppState,
+    bytes: &[u8],
+) -> Result<(WorkerRecord, Option<u64>), GatewayError> {
+    let record: WorkerRecord = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::BadRequest(format!("the body is not a worker record: {e}")))?;
+    let extras: RegisterExtras = serde_json::from_slice(bytes).map_err(|e| {
+        GatewayError::BadRequest(format!("`signed_record` must be a hex string: {e}"))
+    })?;
+    if !enforced(state) {
+        // Behaviour without admission is unchanged: the plain record, `signed_record` unused.
+        check_schema(&record).map_err(|reason| {
+            refuse(
+                state,
+                &record.peer_id,
+                reason.as_str(),
+                GatewayError::BadRequest(format!(
+                    "invalid record: {reason} (the DHT's limits apply: at most {} GPUs, {} \
+                     services, {}-byte text fields)",
+                    gpumesh_dht::validate::MAX_GPUS,
+                    gpumesh_dht::validate::MAX_SERVICES,
+                    gpumesh_dht::validate::MAX_TEXT
+                )),
+            )
+        })?;
+        return Ok((record, None));
+    }
+    let not_admitted = |e: String| {
+        refuse(
+            state,
+            &record.peer_id,
+            RejectReason::NotAdmitted.as_str(),
+            GatewayError::NotAdmitted(e),
+        )
+    };
+    let Some(hex) = extras.signed_record else {
+        return Err(not_admitted(
+            "this gateway enforces operator admission: register with `signed_record` (the \
+             worker's signed record carrying its admission token; `gpumesh agent --admission \
+             FILE` sends it)"
+                .into(),
+        ));
+    };
+    // Verified as a DHT node verifies a record: signature, signer, times and schema.
+    let signed = verify_signed(state, &hex, &record.peer_id)?;
+    let token = signed
+        .admission
+        .as_ref()
+        .ok_or(AdmissionError::Missing)
+        .and_then(|t| {
+            t.check(
+                &signed.peer_id,
+                &state.config.dht_admission_operators,
+                now_ms(),
+            )
+            .map(|()| t.not_after_ms())
+        })
+        .map_err(|e| not_admitted(e.to_string()))?;
+    Ok((signed.record, Some(token)))
+}
+
 /// `POST /api/workers/register` with a `WorkerRecord` JSON body.
 ///
 /// # Errors
-/// 400 (bad JSON, invalid record, refused URL), 401, 403, 409 (an older `seq` than the one
-/// held), 413, 429.
+/// 400 (bad JSON, invalid record or `signed_record`, refused URL), 401, 403 (token, or
+/// `not_admitted`), 409 (an older `seq` than the one held), 413, 429.
 pub async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -98,10 +283,9 @@ pub async fn register(
     admit(&state, &headers, client, "register")?;
     let outcome = (|| -> Result<RegisterResponse, GatewayError> {
         let bytes = body_bytes(body)?;
-        let record: WorkerRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            GatewayError::BadRequest(format!("the body is not a worker record: {e}"))
-        })?;
-        let (expires_at, response) = lease(&state, record.peer_id.clone());
+        let (record, not_after_ms) = admitted_record(&state, &bytes)?;
+        let id = record.peer_id.clone();
+        let (expires_at, response) = lease(&state, id.clone(), not_after_ms);
         let event = DirectoryEvent::Upsert {
             record: Box::new(record),
             source: Source::Registry,
@@ -115,6 +299,10 @@ pub async fn register(
                 stale @ Refused::Stale { .. } => GatewayError::StaleRecord(stale.to_string()),
                 other => GatewayError::BadRequest(other.to_string()),
             })?;
+        if let Some(not_after_ms) = not_after_ms {
+            info!(worker = %id, not_after_ms, "registry worker admitted");
+            state.registry_admissions.insert(&state, id, not_after_ms);
+        }
         Ok(response)
     })();
     match outcome {
@@ -129,10 +317,34 @@ pub async fn register(
     }
 }
 
+/// Under admission: the token's `not_after` of a registry worker. An expired token drops the
+/// entry (403 `not_admitted`); no entry is 404 (register again, with a fresh token).
+fn heartbeat_admission(state: &AppState, id: &str) -> Result<Option<u64>, GatewayError> {
+    if !enforced(state) {
+        return Ok(None);
+    }
+    let Some(not_after_ms) = state.registry_admissions.get(id) else {
+        return Err(GatewayError::UnknownWorker(id.to_owned()));
+    };
+    if not_after_ms <= now_ms() {
+        state.registry_admissions.remove(id);
+        let _ = state.directory.deregister(id);
+        info!(worker = %id, not_after_ms, "admission token expired; registry worker dropped");
+        return Err(refuse(
+            state,
+            id,
+            RejectReason::NotAdmitted.as_str(),
+            GatewayError::NotAdmitted(AdmissionError::Expired { not_after_ms }.to_string()),
+        ));
+    }
+    Ok(Some(not_after_ms))
+}
+
 /// `POST /api/workers/{id}/heartbeat` with an optional [`HeartbeatRequest`] body.
 ///
 /// # Errors
-/// 400, 401, 403, 404 (expired: register again), 413, 429.
+/// 400 (bad body, too many GPUs), 401, 403 (token, or `not_admitted`: the admission token
+/// expired), 404 (expired: register again), 413, 429.
 pub async fn heartbeat(
     State(state): State<AppState>,
     PathParam(id): PathParam,
@@ -150,7 +362,17 @@ pub async fn heartbeat(
                 GatewayError::BadRequest(format!("the body is not a heartbeat: {e}"))
             })?
         };
-        let (expires_at, response) = lease(&state, id.clone());
+        if let Some(gpus) = &beat.gpus {
+            check_gpus(gpus).map_err(|reason| {
+                GatewayError::BadRequest(format!(
+                    "heartbeat refused: {reason} (at most {} GPUs, {}-byte text fields)",
+                    gpumesh_dht::validate::MAX_GPUS,
+                    gpumesh_dht::validate::MAX_TEXT
+                ))
+            })?;
+        }
+        let not_after_ms = heartbeat_admission(&state, &id)?;
+        let (expires_at, response) = lease(&state, id.clone(), not_after_ms);
         state
             .directory
             .heartbeat(&id, beat, expires_at, Instant::now())?;
@@ -175,6 +397,7 @@ pub async fn deregister(
 ) -> Result<Response, GatewayError> {
     admit(&state, &headers, client, "deregister")?;
     let outcome = state.directory.deregister(&id);
+    state.registry_admissions.remove(&id);
     state.metrics.registry_call(
         "deregister",
         outcome.as_ref().map_or_else(GatewayError::code, |()| "ok"),

@@ -129,11 +129,9 @@ pub async fn load(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileErro
     }
 }
 
-/// Loads the saved view, then saves it every [`SAVE_EVERY`] and once more at shutdown.
+/// Saves the view every [`SAVE_EVERY`] and once more at shutdown (the gateway loads the saved
+/// view with [`load`] before it serves).
 pub async fn keep(handle: DhtHandle, path: PathBuf, shutdown: CancellationToken) {
-    if let Err(e) = load(&handle, &path).await {
-        warn!(error = %e, "saved worker view ignored");
-    }
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();

@@ -34,6 +34,13 @@ pub use gpumesh_scheduler::{Requirements, WorkerKey};
 /// The `gpu` label of a worker that publishes no GPU.
 const NO_GPU: &str = "none";
 
+/// The states the worker gauges report (a series for each from the start).
+const COUNTED_STATES: [WorkerState; 3] = [
+    WorkerState::Joining,
+    WorkerState::Online,
+    WorkerState::Draining,
+];
+
 /// Where a worker's record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -143,6 +150,32 @@ struct Entry {
     /// This worker's `worker_in_flight` series, created on its first pick (cached so the hot
     /// path does not build label strings).
     gauge: Option<Gauge>,
+    /// The gauge series this worker is counted in.
+    tally: Tally,
+}
+
+/// Where a worker counts in the `workers` and `workers_by_gpu` gauges. The gauges are kept
+/// by moving one worker between series on each change (O(1)); recounting the whole view on
+/// every join cost O(n²) while 2000 workers joined at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    source: Source,
+    state: WorkerState,
+    /// Speed class of the first GPU (`gpumesh_scheduler::gpu::gpu_class`), or `none`.
+    class: &'static str,
+}
+
+impl Tally {
+    fn of(record: &WorkerRecord, source: Source) -> Self {
+        Self {
+            source,
+            state: record.state,
+            class: record
+                .gpus
+                .first()
+                .map_or(NO_GPU, |g| gpumesh_scheduler::gpu::gpu_class(&g.model)),
+        }
+    }
 }
 
 /// What this gateway sent to one worker and how it went: the evidence for "a failing worker
@@ -179,6 +212,32 @@ pub struct Directory {
 impl Directory {
     /// An empty view applying `policy` to every record.
     pub fn new(policy: UpstreamPolicy, metrics: Metrics, seed: u64) -> Self {
+        // Every series exists from the start at 0, so an empty class or state reads 0
+        // rather than missing; the label sets are bounded (sources × states, classes × states).
+        let classes = gpumesh_scheduler::gpu::SPEED_CLASSES
+            .iter()
+            .map(|(c, _)| *c)
+            .chain([gpumesh_scheduler::gpu::OTHER_CLASS, NO_GPU]);
+        for state in COUNTED_STATES {
+            for source in [Source::Dht, Source::Registry] {
+                metrics
+                    .workers
+                    .get_or_create(&WorkerCountLabels {
+                        source: source.as_str().into(),
+                        state: state_name(state).into(),
+                    })
+                    .inc_by(0);
+            }
+            for class in classes.clone() {
+                metrics
+                    .workers_by_gpu
+                    .get_or_create(&GpuCountLabels {
+                        gpu: class.to_owned(),
+                        state: state_name(state).into(),
+                    })
+                    .inc_by(0);
+            }
+        }
         Self {
             state: Mutex::new(State {
                 entries: HashMap::new(),
@@ -187,6 +246,31 @@ impl Directory {
             }),
             policy,
             metrics,
+        }
+    }
+
+    /// Moves one worker between gauge series (`None`: not in the view).
+    fn recount(&self, from: Option<Tally>, to: Option<Tally>) {
+        if from == to {
+            return;
+        }
+        for (tally, delta) in [(from, -1), (to, 1)] {
+            let Some(t) = tally else { continue };
+            let state = state_name(t.state);
+            self.metrics
+                .workers
+                .get_or_create(&WorkerCountLabels {
+                    source: t.source.as_str().into(),
+                    state: state.into(),
+                })
+                .inc_by(delta);
+            self.metrics
+                .workers_by_gpu
+                .get_or_create(&GpuCountLabels {
+                    gpu: t.class.to_owned(),
+                    state: state.into(),
+                })
+                .inc_by(delta);
         }
     }
 
@@ -235,16 +319,13 @@ impl Directory {
                     entries, selector, ..
                 } = &mut *state_guard;
                 if let Some(entry) = entries.get_mut(&id).filter(|e| e.source == source) {
-                    let state_changed = entry.record.state != state;
                     entry.record.load = load;
                     entry.record.state = state;
                     entry.received_at = now;
                     selector.upsert(&entry.record, at_ms, now);
-                    // Gauges are refreshed each second by `expire`; only state changes
-                    // show at once (a heartbeat per worker per second must stay O(1)).
-                    if state_changed {
-                        self.update_counts(&state_guard);
-                    }
+                    let old = entry.tally;
+                    entry.tally.state = state;
+                    self.recount(Some(old), Some(entry.tally));
                 }
                 Ok(())
             }
@@ -254,7 +335,6 @@ impl Directory {
                     self.remove_locked(&mut state, &id);
                     info!(worker = %id, source = source.as_str(), "worker left");
                 }
-                self.update_counts(&state);
                 Ok(())
             }
         }
@@ -296,6 +376,7 @@ impl Directory {
         };
         state.selector.upsert(&record, load_at_ms, now);
         let id = record.peer_id.clone();
+        let tally = Tally::of(&record, source);
         let entry = Entry {
             record,
             url,
@@ -304,76 +385,21 @@ impl Directory {
             expires_at,
             in_flight,
             gauge,
+            tally,
         };
-        let new_state = entry.record.state;
         let previous = state.entries.insert(id, entry);
-        if previous.is_none_or(|p| p.record.state != new_state || p.source != source) {
-            self.update_counts(&state);
-        }
+        self.recount(previous.map(|p| p.tally), Some(tally));
         Ok(())
     }
 
     fn remove_locked(&self, state: &mut State, id: &str) {
-        state.entries.remove(id);
+        if let Some(gone) = state.entries.remove(id) {
+            self.recount(Some(gone.tally), None);
+        }
         state.selector.remove(id);
         self.metrics.worker_in_flight.remove(&WorkerLabels {
             worker: id.to_owned(),
         });
-    }
-
-    fn update_counts(&self, state: &State) {
-        let mut counts: HashMap<WorkerCountLabels, i64> = HashMap::new();
-        for source in [Source::Dht, Source::Registry] {
-            for s in ["joining", "online", "draining"] {
-                counts.insert(
-                    WorkerCountLabels {
-                        source: source.as_str().into(),
-                        state: s.into(),
-                    },
-                    0,
-                );
-            }
-        }
-        for e in state.entries.values() {
-            let labels = WorkerCountLabels {
-                source: e.source.as_str().into(),
-                state: state_name(e.record.state).into(),
-            };
-            *counts.entry(labels).or_default() += 1;
-        }
-        for (labels, n) in counts {
-            self.metrics.workers.get_or_create(&labels).set(n);
-        }
-        // Every (class, state) pair is written, zero included, so a class that empties
-        // shows 0 rather than its last count; the label set is bounded (about 36 series).
-        let states = ["joining", "online", "draining"];
-        let mut by_gpu: HashMap<(&'static str, &'static str), i64> = HashMap::new();
-        for e in state.entries.values() {
-            let class = e
-                .record
-                .gpus
-                .first()
-                .map_or(NO_GPU, |g| gpumesh_scheduler::gpu::gpu_class(&g.model));
-            *by_gpu
-                .entry((class, state_name(e.record.state)))
-                .or_default() += 1;
-        }
-        let classes = gpumesh_scheduler::gpu::SPEED_CLASSES
-            .iter()
-            .map(|(c, _)| *c)
-            .chain([gpumesh_scheduler::gpu::OTHER_CLASS, NO_GPU]);
-        for class in classes {
-            for s in states {
-                let n = by_gpu.get(&(class, s)).copied().unwrap_or(0);
-                self.metrics
-                    .workers_by_gpu
-                    .get_or_create(&GpuCountLabels {
-                        gpu: class.to_owned(),
-                        state: s.to_owned(),
-                    })
-                    .set(n);
-            }
-        }
     }
 
     /// Drops entries whose gateway-side expiry or record expiry has passed; returns how many.
@@ -393,7 +419,6 @@ impl Directory {
             self.remove_locked(&mut state, id);
             info!(worker = %id, "worker expired");
         }
-        self.update_counts(&state);
         gone.len()
     }
 
@@ -422,7 +447,6 @@ impl Directory {
         if let Some(gpus) = beat.gpus {
             entry.record.gpus = gpus;
         }
-        let state_changed = beat.state.is_some_and(|s| s != entry.record.state);
         if let Some(s) = beat.state {
             entry.record.state = s;
         }
@@ -430,9 +454,9 @@ impl Directory {
         entry.received_at = now;
         selector.upsert(&entry.record, unix_ms(), now);
         debug!(worker = %id, "registry heartbeat");
-        if state_changed {
-            self.update_counts(&state);
-        }
+        let old = entry.tally;
+        entry.tally = Tally::of(&entry.record, Source::Registry);
+        self.recount(Some(old), Some(entry.tally));
         Ok(())
     }
 
@@ -450,7 +474,6 @@ impl Directory {
             return Err(GatewayError::UnknownWorker(id.to_owned()));
         }
         self.remove_locked(&mut state, id);
-        self.update_counts(&state);
         Ok(())
     }
 
@@ -478,7 +501,15 @@ impl Directory {
             // leaves rotation now rather than after five failures.
             selector.unreachable(unreachable, now);
         }
-        let (key, id) = selector.pick(requirements, avoid, now)?;
+        let (key, id) = selector.pick(requirements, avoid, now).map_err(|e| {
+            // An empty view (a gateway that just started blind) knows no service yet: that is
+            // "not ready" (503), not the client's unknown service (404).
+            if entries.is_empty() {
+                GatewayError::NotReady
+            } else {
+                e
+            }
+        })?;
         if attempts.len() >= entries.len() + DEPARTED_LOGS {
             attempts.retain(|id, _| entries.contains_key(id));
         }

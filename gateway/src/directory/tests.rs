@@ -210,3 +210,136 @@ fn an_unreachable_worker_leaves_rotation_at_once_and_its_attempt_log_outlives_it
     assert!(d.view(&first.id, now).is_none());
     assert_eq!(d.attempt_log(&first.id), Some(log), "kept after it left");
 }
+
+/// The `workers` and `workers_by_gpu` gauges, kept by moving one worker at a time, always
+/// equal a recount of the view, through joins, state changes, GPU changes and departures.
+#[test]
+fn worker_gauges_match_a_recount_of_the_view() {
+    use crate::api::types::HeartbeatRequest;
+    use gpumesh_dht::record::GpuInfo;
+    let mut registry = Registry::default();
+    let d = Directory::new(
+        UpstreamPolicy::new(true),
+        Metrics::register(&mut registry),
+        7,
+    );
+    let gpu = |model: &str| GpuInfo {
+        model: model.into(),
+        uuid: "GPU-1".into(),
+        vram_total_mib: 16_000,
+        vram_free_mib: 16_000,
+        util_pct: None,
+        mem_util_pct: None,
+        temperature_c: None,
+        power_w: None,
+        power_limit_w: None,
+    };
+    let models = ["NVIDIA H100 80GB HBM3", "Tesla T4", "Radeon RX 7900", ""];
+    let now = Instant::now();
+    let later = Some(now + Duration::from_secs(600));
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for step in 0..400u64 {
+        let id = format!("w{}", next() % 12);
+        let (source, expires) = if next() % 3 == 0 {
+            (Source::Registry, later)
+        } else {
+            (Source::Dht, None)
+        };
+        let state = [
+            WorkerState::Joining,
+            WorkerState::Online,
+            WorkerState::Draining,
+        ][(next() % 3) as usize];
+        match next() % 5 {
+            0 | 1 => {
+                let mut r = record(&id, step, &format!("http://127.0.0.1:{}", 9000 + step));
+                r.state = state;
+                let model = models[(next() % 4) as usize];
+                if !model.is_empty() {
+                    r.gpus = vec![gpu(model)];
+                }
+                let _ = d.apply(upsert(r, source, expires), now);
+            }
+            2 => {
+                let _ = d.apply(
+                    DirectoryEvent::Load {
+                        id: id.clone(),
+                        load: LoadInfo::default(),
+                        state,
+                        at_ms: super::unix_ms(),
+                        source,
+                    },
+                    now,
+                );
+            }
+            3 => {
+                let beat = HeartbeatRequest {
+                    state: Some(state),
+                    load: None,
+                    gpus: Some(vec![gpu(models[(next() % 3) as usize])]),
+                };
+                let _ = d.heartbeat(&id, beat, now + Duration::from_secs(600), now);
+            }
+            _ => {
+                let _ = d.apply(DirectoryEvent::Remove { id, source }, now);
+            }
+        }
+        // The recount: what the view holds now.
+        let views = d.views(now);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let gauge = |name: &str, a: (&str, &str), b: (&str, &str)| -> i64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .find(|l| {
+                    l.contains(&format!("{}=\"{}\"", a.0, a.1))
+                        && l.contains(&format!("{}=\"{}\"", b.0, b.1))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(i64::MIN)
+        };
+        for st in [
+            WorkerState::Joining,
+            WorkerState::Online,
+            WorkerState::Draining,
+        ] {
+            let st_name = super::state_name(st);
+            for src in ["dht", "registry"] {
+                let want = views
+                    .iter()
+                    .filter(|v| v.source == src && v.state == st)
+                    .count() as i64;
+                let got = gauge(
+                    "gpumesh_gateway_workers",
+                    ("source", src),
+                    ("state", st_name),
+                );
+                assert_eq!(got, want, "step {step}: {src}/{st_name}");
+            }
+            for class in ["h100", "t4", "other", "none"] {
+                let want = views
+                    .iter()
+                    .filter(|v| v.state == st)
+                    .filter(|v| {
+                        v.gpus
+                            .first()
+                            .map_or("none", |g| gpumesh_scheduler::gpu::gpu_class(&g.model))
+                            == class
+                    })
+                    .count() as i64;
+                let got = gauge(
+                    "gpumesh_gateway_workers_by_gpu",
+                    ("gpu", class),
+                    ("state", st_name),
+                );
+                assert_eq!(got, want, "step {step}: {class}/{st_name}");
+            }
+        }
+    }
+}

@@ -176,7 +176,7 @@ impl Forwarder {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(config.upstream_idle_per_host)
             .pool_timer(TokioTimer::new())
             .build(https);
         Ok(Self {
@@ -266,6 +266,9 @@ impl Forwarder {
         } else {
             OutBody::Streaming(Some(req.body))
         };
+        // Read before the headers move into the request: whether a connection that broke
+        // before any answer may be retried on another worker (the request may have reached it).
+        let resend_after_break = send::resend_after_break(&req.method, &req.headers);
         let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
         let mut avoid: Option<WorkerKey> = None;
         let mut attempts = 0u32;
@@ -362,7 +365,8 @@ impl Forwarder {
                 },
                 Ok(Err(e)) => {
                     let replayable = matches!(body, OutBody::Replayable(_));
-                    if e.is_connect() && replayable && attempts < self.max_attempts {
+                    let resend = e.is_connect() || (resend_after_break && send::broke_off(&e));
+                    if resend && replayable && attempts < self.max_attempts {
                         debug!(worker = %picked.id, service, error = %e, "worker unreachable; trying another");
                         directory.finish(
                             &picked,
@@ -376,7 +380,11 @@ impl Forwarder {
                                 service: service.to_owned(),
                             })
                             .inc();
-                        let detail = "could not connect to the worker";
+                        let detail = if e.is_connect() {
+                            "could not connect to the worker"
+                        } else {
+                            "the connection to the worker broke"
+                        };
                         unreachable = Some((
                             GatewayError::WorkerFailed {
                                 worker: picked.id.clone(),

@@ -13,6 +13,12 @@
 //! usually passed, and a timed-out worker is most often an overloaded one, so re-sending
 //! adds load exactly where there is none to spare. Unsafe methods (POST, PUT, DELETE, …) are
 //! never hedged: the gateway cannot know whether running them twice is harmless.
+//!
+//! Re-sending after a failure is a separate, narrower rule (in `forward`): a worker that could
+//! not be connected to never saw the request, so any re-sendable request goes to another
+//! worker. A connection that broke *after* the request went out (the worker's machine died
+//! mid-request) is retried only for idempotent methods and for requests that carry an
+//! `Idempotency-Key` header, the client's statement that a repeat is harmless.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +42,39 @@ pub(super) type Sent = Result<Result<Response<Incoming>, hyper_util::client::leg
 /// Whether a request may be sent twice: a safe method (RFC 9110 §9.2.1).
 pub(super) fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether a request whose connection broke before any answer may be sent to another worker:
+/// idempotent methods (RFC 9110 §9.2.2), and any method carrying an `Idempotency-Key` header
+/// (the client says a repeat is harmless). nginx makes the same distinction
+/// (`proxy_next_upstream` skips non-idempotent requests unless told otherwise).
+pub(super) fn resend_after_break(method: &Method, headers: &axum::http::HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || headers.contains_key(IDEMPOTENCY_KEY)
+}
+
+/// The request header by which a client marks a non-idempotent request as safe to repeat
+/// (IETF draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Whether the worker's connection failed without an answer (reset, closed mid-request), as
+/// opposed to an invalid answer, a timeout or a body over the limit.
+pub(super) fn broke_off(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return false;
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status() || h.is_timeout() || h.is_user())
+        {
+            return false;
+        }
+        source = s.source();
+    }
+    true
 }
 
 /// Counts hedge-eligible requests and hedges sent, to keep hedges within the budget.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::WorkerRecord;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::coordinator::{Coordinator, CoordinatorError, HeartbeatRequest};
@@ -45,7 +45,12 @@ impl RegistryLink {
 
     fn failed(&mut self, what: &str, e: &CoordinatorError) {
         let d = self.backoff.next_delay();
-        warn!(error = %e, retry_in = ?d, "registry {what} failed");
+        if matches!(e, CoordinatorError::NotAdmitted(_)) {
+            // Retrying will not help until the operator issues a token: say so loudly.
+            error!(error = %e, retry_in = ?d, "registry {what} refused: worker not admitted");
+        } else {
+            warn!(error = %e, retry_in = ?d, "registry {what} failed");
+        }
         self.retry_at = Some(Instant::now() + d);
     }
 

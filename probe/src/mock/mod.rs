@@ -35,7 +35,8 @@ pub enum Fault {
     Error,
     /// Requests take a slot and never answer.
     Hang,
-    /// The server stops: the listener closes, in-flight requests fail, reports stop. Only
+    /// The server stops: the listener closes, open connections drop without an answer (as
+    /// when the machine dies), reports stop. Only
     /// [`MockService::set_fault`] (in-process) brings it back.
     Crash,
 }

@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gpumesh_dht::record::LoadInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -191,17 +194,46 @@ fn start(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
         .route("/admin/fault", post(set_fault))
         .fallback(work)
         .with_state(shared.clone());
-    let shutdown = life.clone();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "mock service server error");
-        }
-    });
+    tokio::spawn(serve(listener, app, life.clone()));
     if shared.cfg.report_url.is_some() {
         tokio::spawn(report(shared, life));
+    }
+}
+
+/// Accepts connections until `life` ends, then drops every connection at once, answered or
+/// not: a crashed (or stopped) machine sends nothing more, so callers see the connection
+/// break rather than a polite 5xx.
+async fn serve(listener: TcpListener, app: Router, life: CancellationToken) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = life.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "mock service accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, life) = (Arc::clone(&builder), life.clone());
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            // `biased`: once `life` ends, nothing more is written, not even a finished answer.
+            tokio::select! {
+                biased;
+                () = life.cancelled() => {}
+                r = conn => if let Err(e) = r {
+                    debug!(error = %e, "mock service connection ended with an error");
+                }
+            }
+        });
     }
 }
 

@@ -1,0 +1,433 @@
+//! The coordinator registry under operator admission (issue #7): a real gateway enforcing an
+//! operator key on loopback refuses registrations that the DHT's admission gate would refuse
+//! (no token, a token for another peer, expired, another operator, a copied token without the
+//! worker's key: all 403 `not_admitted`), routes to an admitted worker and ends its lease with
+//! its token; and the registry applies the DHT's record limits (at most `MAX_GPUS` GPUs) to
+//! records and heartbeats.
+//! Last, real agents with the DHT disabled: one with a token registers and is routed to, one
+//! without is refused and told why.
+
+mod support;
+
+use std::time::Duration;
+
+use gpumesh_dht::admission::hex_encode;
+use gpumesh_dht::record::{GpuInfo, WorkerRecord};
+use gpumesh_dht::signed::now_ms;
+use gpumesh_dht::validate::{MAX_GPUS, RecordLimits};
+use gpumesh_dht::{AdmissionToken, OperatorKey, SignedRecord};
+use gpumesh_gateway::api::types::{ErrorBody, WorkersResponse};
+use gpumesh_gateway::{Config, api::types::RegisterResponse};
+use libp2p::identity::Keypair;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{RunningGateway, TOKEN, client, eventually, record, start_gateway, start_worker};
+
+/// A gateway (registry only) that trusts `operator`'s tokens.
+fn enforcing(operator: &Keypair) -> Config {
+    Config {
+        dht_admission_operators: vec![OperatorKey::of(operator).expect("ed25519")],
+        ..support::config()
+    }
+}
+
+/// A worker: its key and a record offering `ocr` at `url`.
+fn worker(url: &str) -> (Keypair, WorkerRecord) {
+    let key = Keypair::generate_ed25519();
+    let id = key.public().to_peer_id().to_base58();
+    (key, record(&id, "ocr", url))
+}
+
+fn token(operator: &Keypair, key: &Keypair, from_ms: u64, to_ms: u64) -> AdmissionToken {
+    AdmissionToken::issue(operator, key.public().to_peer_id(), from_ms, to_ms).expect("token")
+}
+
+/// The register body: `record`'s fields plus, if given, `signed_record`.
+fn body(record: &WorkerRecord, signed: Option<&SignedRecord>) -> Value {
+    let mut v = serde_json::to_value(record).expect("record JSON");
+    if let Some(s) = signed {
+        v["signed_record"] = Value::String(hex_encode(&s.bytes));
+    }
+    v
+}
+
+/// `record` signed by `key` with `token` inside, as the agent sends it.
+fn signed(key: &Keypair, record: &WorkerRecord, token: Option<&AdmissionToken>) -> SignedRecord {
+    SignedRecord::sign_admitted(
+        key,
+        record.clone(),
+        token,
+        &RecordLimits::default(),
+        now_ms(),
+    )
+    .expect("signs")
+}
+
+async fn post(gw: &RunningGateway, path: &str, body: &Value) -> (StatusCode, Value) {
+    let resp = client()
+        .post(gw.url(path))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("gateway answers");
+    let status = resp.status();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+/// Asserts a documented 403 `not_admitted` error whose message contains `why`.
+fn assert_not_admitted(what: &str, (status, body): &(StatusCode, Value), why: &str) {
+    assert_eq!(*status, StatusCode::FORBIDDEN, "{what}: {body}");
+    let e: ErrorBody = serde_json::from_value(body.clone()).expect("documented error shape");
+    assert_eq!(e.code, "not_admitted", "{what}: {body}");
+    assert_eq!(e.fault, "client", "{what}");
+    assert!(
+        e.message.contains(why),
+        "{what}: `{}` lacks `{why}`",
+        e.message
+    );
+}
+
+async fn workers(gw: &RunningGateway) -> Vec<String> {
+    let view: WorkersResponse = gw.get_json("/api/workers").await;
+    view.workers.into_iter().map(|w| w.id).collect()
+}
+
+async fn metrics(gw: &RunningGateway) -> String {
+    gw.get_text("/metrics").await
+}
+
+/// The value of the metric line that starts with `prefix` (0 when absent).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_refuses_what_the_dht_gate_refuses_and_routes_an_admitted_worker() {
+    let operator = Keypair::generate_ed25519();
+    let stranger_operator = Keypair::generate_ed25519();
+    let gw = start_gateway(enforcing(&operator)).await;
+    let (addr, _stop) = start_worker("admitted").await;
+    let url = format!("http://{addr}");
+    let (key, rec) = worker(&url);
+    let now = now_ms();
+    let hour = 3_600_000;
+    let register = "/api/workers/register";
+
+    let plain = post(&gw, register, &body(&rec, None)).await;
+    assert_not_admitted("a plain record", &plain, "signed_record");
+    let no_token = post(&gw, register, &body(&rec, Some(&signed(&key, &rec, None)))).await;
+    assert_not_admitted("no token", &no_token, "no admission token");
+    let other_peer = token(&operator, &Keypair::generate_ed25519(), now, now + hour);
+    let wrong_peer = post(
+        &gw,
+        register,
+        &body(&rec, Some(&signed(&key, &rec, Some(&other_peer)))),
+    )
+    .await;
+    assert_not_admitted("a token for another peer", &wrong_peer, "is for peer");
+    let old = token(&operator, &key, now - 2 * hour, now - hour);
+    let expired = post(
+        &gw,
+        register,
+        &body(&rec, Some(&signed(&key, &rec, Some(&old)))),
+    )
+    .await;
+    assert_not_admitted("an expired token", &expired, "expired");
+    let foreign = token(&stranger_operator, &key, now, now + hour);
+    let untrusted = post(
+        &gw,
+        register,
+        &body(&rec, Some(&signed(&key, &rec, Some(&foreign)))),
+    )
+    .await;
+    assert_not_admitted("another operator's token", &untrusted, "does not trust");
+
+    // Tokens are public: an attacker that copies the victim's token but lacks its key can
+    // only sign its own record, which does not name the victim.
+    let good = token(&operator, &key, now, now + hour);
+    let (attacker, attacker_rec) = worker("http://127.0.0.1:9");
+    let mut hijack = rec.clone();
+    hijack.tunnel_url = attacker_rec.tunnel_url.clone();
+    let (status, answer) = post(
+        &gw,
+        register,
+        &body(
+            &hijack,
+            Some(&signed(&attacker, &attacker_rec, Some(&good))),
+        ),
+    )
+    .await;
+    assert_not_admitted("a copied token", &(status, answer), "does not verify");
+    assert!(
+        workers(&gw).await.is_empty(),
+        "nothing refused entered the view"
+    );
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            "gpumesh_gateway_registry_requests_total{op=\"register\",outcome=\"not_admitted\"}"
+        ),
+        6.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gpumesh_gateway_records_refused_total{source=\"registry\",reason=\"not_admitted\"}"
+        ),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gpumesh_gateway_records_refused_total{source=\"registry\",reason=\"signer_mismatch\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // The admitted worker registers, is routed to, and heartbeats.
+    let (status, answer) = post(
+        &gw,
+        register,
+        &body(&rec, Some(&signed(&key, &rec, Some(&good)))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = rec.peer_id.clone();
+    assert_eq!(workers(&gw).await, vec![id.clone()]);
+    let resp = client()
+        .get(gw.url("/api/service/ocr/echo/hi"))
+        .send()
+        .await
+        .expect("routed");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-served-by"], "admitted");
+    let (status, beat) = post(
+        &gw,
+        &format!("/api/workers/{id}/heartbeat"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{beat}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_lease_ends_with_the_admission_token() {
+    let operator = Keypair::generate_ed25519();
+    let gw = start_gateway(enforcing(&operator)).await;
+    let (addr, _stop) = start_worker("short").await;
+    let (key, rec) = worker(&format!("http://{addr}"));
+    let now = now_ms();
+    let short = token(&operator, &key, now - 1_000, now + 3_000);
+    let (status, answer) = post(
+        &gw,
+        "/api/workers/register",
+        &body(&rec, Some(&signed(&key, &rec, Some(&short)))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let lease: RegisterResponse = serde_json::from_value(answer).expect("register answer");
+    assert!(
+        lease.expires_at_ms <= short.not_after_ms(),
+        "the lease ({}) outlives the token ({})",
+        lease.expires_at_ms,
+        short.not_after_ms()
+    );
+    // Heartbeats keep it only until the token ends; then they are refused and it leaves.
+    let beat = format!("/api/workers/{}/heartbeat", rec.peer_id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = post(&gw, &beat, &serde_json::json!({})).await;
+    while last.0 == StatusCode::OK && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = post(&gw, &beat, &serde_json::json!({})).await;
+    }
+    let refused = last.0 != StatusCode::OK;
+    assert!(refused, "heartbeats were accepted past the token's expiry");
+    assert_not_admitted("a heartbeat after expiry", &last, "expired");
+    assert!(workers(&gw).await.is_empty());
+}
+
+fn gpus(n: usize) -> Vec<GpuInfo> {
+    (0..n)
+        .map(|i| GpuInfo {
+            model: "NVIDIA T4".into(),
+            uuid: format!("GPU-{i}"),
+            vram_total_mib: 16_384,
+            vram_free_mib: 16_000,
+            util_pct: None,
+            mem_util_pct: None,
+            temperature_c: None,
+            power_w: None,
+            power_limit_w: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_applies_the_dht_record_limits() {
+    let gw = start_gateway(support::config()).await;
+    let (_, mut rec) = worker("http://127.0.0.1:9");
+    rec.gpus = gpus(MAX_GPUS + 1);
+    let (status, answer) = post(&gw, "/api/workers/register", &body(&rec, None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["code"], "bad_request");
+    assert!(workers(&gw).await.is_empty());
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            "gpumesh_gateway_records_refused_total{source=\"registry\",reason=\"schema\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // Without admission a plain record at the limit is still taken (behaviour unchanged)...
+    rec.gpus = gpus(MAX_GPUS);
+    let (status, answer) = post(&gw, "/api/workers/register", &body(&rec, None)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // ...but a heartbeat cannot raise it past the limit.
+    let beat = format!("/api/workers/{}/heartbeat", rec.peer_id);
+    let over = serde_json::json!({ "gpus": gpus(MAX_GPUS + 1) });
+    let (status, answer) = post(&gw, &beat, &over).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let view: Value = gw.get_json(&format!("/api/workers/{}", rec.peer_id)).await;
+    assert_eq!(view["gpus"].as_array().map(Vec::len), Some(MAX_GPUS));
+}
+
+mod agents {
+    //! Real agents (DHT disabled, coordinator registry only) against the enforcing gateway.
+
+    use gpumesh_dht::signed::now_ms;
+    use gpumesh_probe::agent::worker_id;
+    use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};
+    use gpumesh_probe::gpu::GpuChoice;
+    use gpumesh_probe::tunnel::{Secret, TunnelConfig};
+    use gpumesh_probe::{AgentConfig, MockServiceConfig};
+
+    use super::*;
+
+    /// A fresh state directory path (not created: the agent creates its own).
+    fn state_dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "gpumesh-registry-admission-{name}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ))
+    }
+
+    fn agent(gw: &RunningGateway, url: &str, dir: std::path::PathBuf) -> AgentConfig {
+        AgentConfig {
+            services: vec!["ocr".into()],
+            gpu: GpuChoice::Profile("t4".into()),
+            tunnel: TunnelConfig::PublicUrl(url.to_owned()),
+            report_listen: "127.0.0.1:0".parse().expect("addr"),
+            dht_enabled: false,
+            registry_url: Some(gw.url("")),
+            registry_token: Some(Secret::new(TOKEN)),
+            state_dir: dir,
+            refresh_every: Duration::from_secs(1),
+            load_every: Duration::from_millis(300),
+            probe_every: Duration::from_millis(300),
+            mock: Some(MockServiceConfig::default()),
+            ..AgentConfig::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_with_a_token_registers_and_one_without_is_refused() {
+        let operator = Keypair::generate_ed25519();
+        let gw = start_gateway(enforcing(&operator)).await;
+        let (addr, _stop) = start_worker("agent").await;
+        let url = format!("http://{addr}");
+
+        // Without a token: refused, and the client error says what to do.
+        let bare_dir = state_dir("bare");
+        let bare_id = worker_id(&bare_dir).expect("id");
+        let client = Coordinator::new(&gw.url(""), Secret::new(TOKEN))
+            .expect("client")
+            .with_signing_key(&gpumesh_probe::agent::key_path(&bare_dir), None)
+            .expect("key");
+        let (_, bare_rec) = worker(&url);
+        let mut bare_rec = bare_rec;
+        bare_rec.peer_id.clone_from(&bare_id);
+        match client.register(&bare_rec).await {
+            Err(e @ CoordinatorError::NotAdmitted(_)) => {
+                let text = e.to_string();
+                assert!(text.contains("no admission token"), "{text}");
+                assert!(text.contains("--admission FILE"), "{text}");
+            }
+            other => panic!("expected not_admitted, got {other:?}"),
+        }
+
+        // A running agent without a token (and a state directory it has to create) tries,
+        // is refused, and never enters the view.
+        let stop_bare = tokio_util::sync::CancellationToken::new();
+        let bare = tokio::spawn(gpumesh_probe::run(
+            agent(&gw, &url, state_dir("bare-agent")),
+            stop_bare.clone(),
+        ));
+        let refused_twice = eventually(Duration::from_secs(60), || async {
+            let m = metrics(&gw).await;
+            metric(
+                &m,
+                "gpumesh_gateway_registry_requests_total{op=\"register\",outcome=\"not_admitted\"}",
+            ) >= 2.0
+        })
+        .await;
+        assert!(refused_twice, "the bare agent never tried to register");
+
+        // With a token: registered (source registry) and routed to.
+        let dir = state_dir("admitted");
+        let id = worker_id(&dir).expect("id");
+        let now = now_ms();
+        let mut cfg = agent(&gw, &url, dir);
+        cfg.admission = Some(
+            AdmissionToken::issue(
+                &operator,
+                id.parse().expect("peer id"),
+                now,
+                now + 3_600_000,
+            )
+            .expect("token"),
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let admitted = tokio::spawn(gpumesh_probe::run(cfg, stop.clone()));
+        let joined = eventually(Duration::from_secs(60), || async {
+            workers(&gw).await.contains(&id)
+        })
+        .await;
+        assert!(joined, "the admitted agent did not register");
+        let routed = eventually(Duration::from_secs(30), || async {
+            client_get(&gw, "/api/service/ocr/echo/x").await == StatusCode::OK
+        })
+        .await;
+        assert!(routed, "the admitted agent was not routed to");
+        assert_eq!(
+            workers(&gw).await,
+            vec![id],
+            "only the admitted agent is in the view"
+        );
+
+        stop.cancel();
+        stop_bare.cancel();
+        let _ = admitted.await;
+        let _ = bare.await;
+    }
+
+    async fn client_get(gw: &RunningGateway, path: &str) -> StatusCode {
+        super::client()
+            .get(gw.url(path))
+            .send()
+            .await
+            .map_or(StatusCode::BAD_GATEWAY, |r| r.status())
+    }
+}
