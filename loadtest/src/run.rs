@@ -586,12 +586,13 @@ async fn take_sample(
         Some(h) => h.topology().await.ok(),
         None => None,
     };
-    let view = worker_count(http, url).await.unwrap_or(0);
+    let view = worker_count(http, url).await;
     Sample {
         t_s: start.elapsed().as_secs_f64(),
         rss_mib: crate::soak::rss_mib(),
         open_fds: crate::soak::open_fds(),
-        view_workers: view as f64,
+        // NaN (reported as null) when the gateway did not answer: not a view of 0.
+        view_workers: view.map_or(f64::NAN, |v| v as f64),
         dht_records: topo.as_ref().map_or(0.0, |t| t.records_stored as f64),
         dht_providers: topo.as_ref().map_or(0.0, |t| t.providers_stored as f64),
         routing_table: topo.as_ref().map_or(0.0, |t| t.routing_table.len() as f64),

@@ -16,7 +16,7 @@ pub struct Sample {
     pub rss_mib: f64,
     /// Open file descriptors of the process (`/proc/self/fd`).
     pub open_fds: f64,
-    /// Workers in the gateway's view.
+    /// Workers in the gateway's view (NaN, `null` in JSON, when it could not be read).
     pub view_workers: f64,
     /// Records in the gateway node's DHT store.
     pub dht_records: f64,
@@ -92,7 +92,13 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
     FIELDS
         .iter()
         .map(|(name, get)| {
-            let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t_s, get(s))).collect();
+            // A reading that failed (NaN: the gateway did not answer in time) is left out
+            // rather than counted as zero.
+            let points: Vec<(f64, f64)> = samples
+                .iter()
+                .map(|s| (s.t_s, get(s)))
+                .filter(|p| p.1.is_finite())
+                .collect();
             Trend {
                 series: name,
                 first: points.first().map_or(0.0, |p| p.1),
@@ -156,6 +162,32 @@ mod tests {
         let rss = t.iter().find(|t| t.series == "rss_mib").expect("rss");
         assert_eq!(rss.max, 150.0);
         assert!((rss.slope_per_hour - 50.0).abs() < 1e-9);
+        // A failed reading (NaN) is skipped, not taken as a drop to zero.
+        let gap = [
+            Sample {
+                t_s: 0.0,
+                view_workers: 300.0,
+                ..Sample::default()
+            },
+            Sample {
+                t_s: 10.0,
+                view_workers: f64::NAN,
+                ..Sample::default()
+            },
+            Sample {
+                t_s: 20.0,
+                view_workers: 300.0,
+                ..Sample::default()
+            },
+        ];
+        let view = trends(&gap)
+            .into_iter()
+            .find(|t| t.series == "view_workers")
+            .expect("view");
+        assert_eq!(
+            (view.last, view.max, view.slope_per_hour),
+            (300.0, 300.0, 0.0)
+        );
         assert!(rss_mib() > 0.0, "this process has resident memory");
         assert!(open_fds() > 0.0, "this process has open descriptors");
     }
