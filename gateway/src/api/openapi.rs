@@ -169,6 +169,15 @@ fn operation(method: &str, path: &str, summary: &str) -> Value {
     if path.starts_with("/api/service/") || path.starts_with("/api/route/") {
         params.extend(requirement_headers());
     }
+    if path.starts_with("/api/service/") {
+        params.push(
+            json!({"name": "idempotency-key", "in": "header", "required": false,
+            "description": "Any value: the client says a repeat is harmless, so a request \
+                whose worker died mid-request may be re-sent to another worker (idempotent \
+                methods are re-sent without it)",
+            "schema": {"type": "string", "maxLength": 255}}),
+        );
+    }
     let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
     let registry = matches!(
         (method, path),
