@@ -40,6 +40,28 @@ pub struct GpuInfo {
     pub power_limit_w: Option<f32>,
 }
 
+impl GpuInfo {
+    /// A GPU with its name, uuid and VRAM; every optional figure unknown (`None`).
+    pub fn new(
+        model: impl Into<String>,
+        uuid: impl Into<String>,
+        vram_total_mib: u64,
+        vram_free_mib: u64,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            uuid: uuid.into(),
+            vram_total_mib,
+            vram_free_mib,
+            util_pct: None,
+            mem_util_pct: None,
+            temperature_c: None,
+            power_w: None,
+            power_limit_w: None,
+        }
+    }
+}
+
 /// Host figures (cgroup-aware where the platform allows).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostInfo {

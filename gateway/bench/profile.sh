@@ -21,31 +21,10 @@ TOP=${TOP:-40}
 PROXY_CPU=${PROXY_CPU:-1}
 OTHER_CPUS=${OTHER_CPUS:-0}
 B1=18301 B2=18302 GW=18330
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/gateway/bench/common.sh"
+bench_workdir
 
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK;
-  uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { default_type text/plain; return 200 "$BODY"; } }
-  server { listen 127.0.0.1:$B2; location / { default_type text/plain; return 200 "$BODY"; } }
-}
-CONF
+nginx_conf "$WORK" "$(backend_servers $B1 $B2)" > "$WORK/backend.conf"
 taskset -c "$OTHER_CPUS" nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
 GPUMESH_LOG=warn DHT_ENABLED=false GPUMESH_REGISTRY_TOKEN=bench \
   taskset -c "$PROXY_CPU" "$BIN" gateway --listen 127.0.0.1:$GW --allow-private-upstreams \

@@ -24,33 +24,12 @@ PROXY_CPU=${PROXY_CPU:-1}
 OTHER_CPUS=${OTHER_CPUS:-0}
 BASE=18201 NGINX=18240 GW=18230
 if ! command -v nginx > /dev/null; then apt-get install -y nginx-light wrk; fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/gateway/bench/common.sh"
+bench_workdir
 
 SERVERS=""
 for i in $(seq 0 7); do SERVERS+="server 127.0.0.1:$((BASE + i)); "; done
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK;
-  uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-  keepalive_requests 1000000;
-  upstream workers { random two least_conn; $SERVERS keepalive 64; }
-  server { listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://workers; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-CONF
+nginx_conf "$WORK" "$(nginx_balancer $NGINX "$SERVERS")" > "$WORK/nginx.conf"
 
 taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 GPUMESH_LOG=warn DHT_ENABLED=false GPUMESH_REGISTRY_TOKEN=bench \

@@ -22,48 +22,13 @@ CONNS=${CONNS:-16}
 PROXY_CPU=${PROXY_CPU:-1}
 OTHER_CPUS=${OTHER_CPUS:-0}
 B1=18101 B2=18102 NGINX=18110 HAPROXY=18120 GW=18130
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/gateway/bench/common.sh"
+bench_workdir
 
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 mkdir -p "$WORK/nb" "$WORK/np"
-cat > "$WORK/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nb/nginx.pid;
-error_log $WORK/nb/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nb; proxy_temp_path $WORK/nb; fastcgi_temp_path $WORK/nb;
-  uwsgi_temp_path $WORK/nb; scgi_temp_path $WORK/nb;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { default_type text/plain; return 200 "$BODY"; } }
-  server { listen 127.0.0.1:$B2; location / { default_type text/plain; return 200 "$BODY"; } }
-}
-EOF
-cat > "$WORK/proxy.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/np/nginx.pid;
-error_log $WORK/np/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/np; proxy_temp_path $WORK/np; fastcgi_temp_path $WORK/np;
-  uwsgi_temp_path $WORK/np; scgi_temp_path $WORK/np;
-  keepalive_requests 1000000;
-  upstream workers { random two least_conn; server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
-  server { listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://workers; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-EOF
+nginx_conf "$WORK/nb" "$(backend_servers $B1 $B2)" > "$WORK/backend.conf"
+nginx_conf "$WORK/np" \
+  "$(nginx_balancer $NGINX "server 127.0.0.1:$B1; server 127.0.0.1:$B2;")" > "$WORK/proxy.conf"
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gpumesh_dht::record::{GpuInfo, HostInfo, LoadInfo, WorkerRecord, WorkerState};
+use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
 use gpumesh_probe::mock::{Fault, MockService, MockServiceConfig};
 
 /// (name, GPU model, speed relative to one A100), two workers of each class.
@@ -69,29 +69,14 @@ fn record(id: &str, model: &str, url: &str) -> WorkerRecord {
         seq: 1,
         issued_at_ms: now,
         expires_at_ms: now + 3_600_000,
-        state: WorkerState::Online,
-        services: vec!["quality".to_owned()],
-        capabilities: Vec::new(),
-        tunnel_url: url.to_owned(),
-        gpus: vec![GpuInfo {
-            model: model.to_owned(),
-            uuid: format!("GPU-{id}"),
-            vram_total_mib: 40_960,
-            vram_free_mib: 40_000,
-            util_pct: None,
-            mem_util_pct: None,
-            temperature_c: None,
-            power_w: None,
-            power_limit_w: None,
-        }],
-        host: HostInfo::default(),
+        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), 40_960, 40_000)],
         load: LoadInfo {
-            in_flight: 0,
-            queue_depth: 0,
             max_concurrency: SLOTS,
+            ..LoadInfo::default()
         },
         agent_version: "quality-run".into(),
         started_at_ms: now,
+        ..WorkerRecord::new(vec!["quality".to_owned()], url)
     }
 }
 

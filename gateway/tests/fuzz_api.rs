@@ -9,16 +9,14 @@
 
 mod support;
 
-use std::time::Instant;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_gateway::Source;
 use gpumesh_gateway::api::types::ErrorBody;
 use gpumesh_gateway::api::{AppState, router};
 use gpumesh_gateway::server::build_state;
-use gpumesh_gateway::{DirectoryEvent, Source};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use proptest::prelude::*;
@@ -44,15 +42,7 @@ fn cases(default: u32) -> ProptestConfig {
 fn app() -> (Router, AppState) {
     let state = build_state(config(), Registry::default()).expect("state");
     let url = format!("http://{}", dead_addr());
-    let event = DirectoryEvent::Upsert {
-        record: Box::new(record("w1", "ocr", &url)),
-        source: Source::Registry,
-        expires_at: Some(Instant::now() + std::time::Duration::from_secs(3600)),
-    };
-    state
-        .directory
-        .apply(event, Instant::now())
-        .expect("accepted");
+    support::upsert(&state, record("w1", "ocr", &url), Source::Registry).expect("accepted");
     (router(state.clone()), state)
 }
 
@@ -409,15 +399,7 @@ fn regressions_found_by_fuzzing() {
         // Registering an older seq than the DHT's record of the same worker: 409, not 400.
         let mut r = valid_record();
         r.seq = 5;
-        let event = DirectoryEvent::Upsert {
-            record: Box::new(r.clone()),
-            source: Source::Dht,
-            expires_at: None,
-        };
-        state
-            .directory
-            .apply(event, Instant::now())
-            .expect("accepted");
+        support::upsert(&state, r.clone(), Source::Dht).expect("accepted");
         r.seq = 4;
         let older = plain(
             Method::POST,

@@ -257,17 +257,7 @@ async fn a_registry_lease_ends_with_the_admission_token() {
 
 fn gpus(n: usize) -> Vec<GpuInfo> {
     (0..n)
-        .map(|i| GpuInfo {
-            model: "NVIDIA T4".into(),
-            uuid: format!("GPU-{i}"),
-            vram_total_mib: 16_384,
-            vram_free_mib: 16_000,
-            util_pct: None,
-            mem_util_pct: None,
-            temperature_c: None,
-            power_w: None,
-            power_limit_w: None,
-        })
+        .map(|i| GpuInfo::new("NVIDIA T4", format!("GPU-{i}"), 16_384, 16_000))
         .collect()
 }
 

@@ -14,7 +14,7 @@ use gpumesh_gateway::api::types::{
 };
 use gpumesh_gateway::api::{AppState, router};
 use gpumesh_gateway::server::build_state;
-use gpumesh_gateway::{Config, DirectoryEvent, Source};
+use gpumesh_gateway::{Config, Source};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
@@ -55,15 +55,7 @@ fn get(uri: &str) -> Request<Body> {
 fn add_worker(state: &AppState, id: &str, service: &str, url: &str, ws: WorkerState) {
     let mut r = record(id, service, url);
     r.state = ws;
-    let event = DirectoryEvent::Upsert {
-        record: Box::new(r),
-        source: Source::Dht,
-        expires_at: None,
-    };
-    state
-        .directory
-        .apply(event, Instant::now())
-        .expect("accepted");
+    support::upsert(state, r, Source::Dht).expect("accepted");
 }
 
 fn register_req(token: Option<&str>, body: String) -> Request<Body> {
@@ -226,12 +218,8 @@ async fn status_400_refused_upstreams_by_default() {
         StatusCode::OK
     );
     // A DHT record with a private URL never enters the view either.
-    let event = DirectoryEvent::Upsert {
-        record: Box::new(record("w2", "ocr", "https://192.168.1.5")),
-        source: Source::Dht,
-        expires_at: None,
-    };
-    assert!(state.directory.apply(event, Instant::now()).is_err());
+    let private = record("w2", "ocr", "https://192.168.1.5");
+    assert!(support::upsert(&state, private, Source::Dht).is_err());
     assert_eq!(state.directory.len(), 1);
 }
 

@@ -37,6 +37,55 @@ pub fn fleet_timings() -> Timings {
     }
 }
 
+/// Fleet workers started per second. Volunteers' machines do not all start in the same
+/// second; when 2000 agents did, on two cores, 65 of them found no DHT within their 10 s join
+/// timeout and registered through the fallback registry first (correct behaviour, but it is
+/// the start-up storm being measured, not the steady state). 200/s still starts 2000 workers
+/// in 10 s.
+pub const FLEET_START_RATE: f64 = 200.0;
+
+/// Idle gateway connections kept per fleet worker. Both ends of every loopback connection
+/// are in this one process, so the production default (8) would cost up to 16 open files per
+/// worker; with thousands of workers and tens of users a worker rarely has two requests at
+/// once, so one idle connection serves nearly every request.
+pub const FLEET_IDLE_PER_WORKER: usize = 1;
+
+/// Open files one in-process worker holds besides the gateway's pool, measured (pairing the
+/// process's own sockets in `/proc/PID/net/tcp`) in a 2000-worker run: 2 listening sockets
+/// (mock service, the agent's load-report endpoint), the agent's DHT connection to the gateway
+/// and the mock's keep-alive connection reporting load to its agent (both ends of each are in
+/// this process).
+const FDS_PER_WORKER: u64 = 6;
+
+/// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (`None` where it cannot be read).
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Refuses a run that would run out of file descriptors mid-way (the failure otherwise shows
+/// up as transport errors in the middle of the run). Each worker: [`FDS_PER_WORKER`] plus
+/// both ends of `idle_per_worker` pooled connections; each user: its connection to the
+/// gateway and one request in flight to a worker (both ends of each).
+fn check_fd_budget(
+    workers: usize,
+    users: usize,
+    idle_per_worker: usize,
+    limit: Option<u64>,
+) -> Result<(), LoadtestError> {
+    let Some(limit) = limit else { return Ok(()) };
+    let per_worker = FDS_PER_WORKER + 2 * idle_per_worker as u64;
+    let need = workers as u64 * per_worker + users as u64 * 4 + 512;
+    if need > limit {
+        return Err(LoadtestError::Usage(format!(
+            "{workers} in-process workers need about {need} open files, but the limit is {limit} \
+             (`ulimit -n`); raise it or run fewer workers"
+        )));
+    }
+    Ok(())
+}
+
 /// A tokio runtime of its own for one part of the run, shut down without blocking when
 /// dropped (a runtime must not be dropped inside another one's async context).
 ///
@@ -121,23 +170,23 @@ impl GatewayProc {
         let task = runtime.spawn({
             let (config, stop) = (config.clone(), stop.clone());
             async move {
-                let gw = match Gateway::bind(config).await {
-                    Ok(gw) => gw,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                        return Ok(());
+                let bound = async {
+                    let gw = Gateway::bind(config).await?;
+                    let addr = gw.local_addr()?;
+                    Ok::<_, LoadtestError>((gw, addr))
+                }
+                .await;
+                match bound {
+                    Ok((gw, addr)) => {
+                        let started = (addr, Arc::clone(&gw.state().directory), gw.dht().cloned());
+                        let _ = tx.send(Ok(started));
+                        gw.serve(stop).await
                     }
-                };
-                let addr = match gw.local_addr() {
-                    Ok(addr) => addr,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                        return Ok(());
+                        let _ = tx.send(Err(e));
+                        Ok(())
                     }
-                };
-                let started = (addr, Arc::clone(&gw.state().directory), gw.dht().cloned());
-                let _ = tx.send(Ok(started));
-                gw.serve(stop).await
+                }
             }
         });
         let (addr, directory, dht) = rx.await.map_err(|_| {
@@ -297,7 +346,6 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
     let started = Instant::now();
     let mut fleet = Fleet::start(fleet_cfg).await?;
 
-    // Workers discovered over time, sampled every second for the whole run.
     // Workers discovered over time (and the process's peak RSS), sampled every second.
     let discovered = Arc::new(Mutex::new(Vec::<(f64, usize)>::new()));
     let peak_rss = Arc::new(Mutex::new(0.0f64));
@@ -327,19 +375,18 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
             }
         })
     };
-    let discovery = crate::demo::wait_for_workers(&url, config.workers, config.discovery_limit)
-        .await
-        .map(|d| d.as_secs_f64() + 0.0);
-    let discovery_s = match discovery {
-        Ok(_) => started.elapsed().as_secs_f64(),
-        Err(e) => {
-            sampler_stop.cancel();
-            fleet.shutdown().await;
-            gateway.stop().await;
-            let _ = std::fs::remove_dir_all(&root);
-            return Err(e);
-        }
-    };
+    // Timed from the fleet's start (`wait_for_workers` times only its own wait).
+    let discovery_s =
+        match crate::demo::wait_for_workers(&url, config.workers, config.discovery_limit).await {
+            Ok(_) => started.elapsed().as_secs_f64(),
+            Err(e) => {
+                sampler_stop.cancel();
+                fleet.shutdown().await;
+                gateway.stop().await;
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
     info!(
         workers = config.workers,
         discovery_s, "fleet discovered; traffic starts"
@@ -653,60 +700,6 @@ mod tests {
             "# HELP x\ngpumesh_x_total{a=\"1\"} 3\ngpumesh_x_total{a=\"2\"} 4.5\ngpumesh_y 9\n";
         assert_eq!(metric_sum(text, "gpumesh_x_total"), 7.5);
     }
-}
-
-/// Fleet workers started per second. Volunteers' machines do not all start in the same
-/// second; when 2000 agents did, on two cores, 65 of them found no DHT within their 10 s join
-/// timeout and registered through the fallback registry first (correct behaviour, but it is
-/// the start-up storm being measured, not the steady state). 200/s still starts 2000 workers
-/// in 10 s.
-pub const FLEET_START_RATE: f64 = 200.0;
-
-/// Idle gateway connections kept per fleet worker. Both ends of every loopback connection
-/// are in this one process, so the production default (8) would cost up to 16 open files per
-/// worker; with thousands of workers and tens of users a worker rarely has two requests at
-/// once, so one idle connection serves nearly every request.
-pub const FLEET_IDLE_PER_WORKER: usize = 1;
-
-/// Open files one in-process worker holds besides the gateway's pool, measured (pairing the
-/// process's own sockets in `/proc/PID/net/tcp`) in a 2000-worker run: 2 listening sockets
-/// (mock service, the agent's load-report endpoint), the agent's DHT connection to the gateway
-/// and the mock's keep-alive connection reporting load to its agent (both ends of each are in
-/// this process).
-const FDS_PER_WORKER: u64 = 6;
-
-/// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (`None` where it cannot be read).
-fn open_files_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Refuses a run that would run out of file descriptors mid-way (the failure otherwise shows
-/// up as transport errors in the middle of the run). Each worker: [`FDS_PER_WORKER`] plus
-/// both ends of `idle_per_worker` pooled connections; each user: its connection to the
-/// gateway and one request in flight to a worker (both ends of each).
-fn check_fd_budget(
-    workers: usize,
-    users: usize,
-    idle_per_worker: usize,
-    limit: Option<u64>,
-) -> Result<(), LoadtestError> {
-    let Some(limit) = limit else { return Ok(()) };
-    let per_worker = FDS_PER_WORKER + 2 * idle_per_worker as u64;
-    let need = workers as u64 * per_worker + users as u64 * 4 + 512;
-    if need > limit {
-        return Err(LoadtestError::Usage(format!(
-            "{workers} in-process workers need about {need} open files, but the limit is {limit} \
-             (`ulimit -n`); raise it or run fewer workers"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod fd_tests {
-    use super::*;
 
     #[test]
     fn refuses_a_fleet_beyond_the_open_files_limit() {

@@ -136,17 +136,7 @@ mod tests {
 
     fn sample(free: u64) -> Sample {
         Sample {
-            gpus: vec![GpuInfo {
-                model: "m".into(),
-                uuid: "u".into(),
-                vram_total_mib: 10_000,
-                vram_free_mib: free,
-                util_pct: None,
-                mem_util_pct: None,
-                temperature_c: None,
-                power_w: None,
-                power_limit_w: None,
-            }],
+            gpus: vec![GpuInfo::new("m", "u", 10_000, free)],
             host: HostInfo::default(),
             gpu_error: None,
             took: Duration::ZERO,

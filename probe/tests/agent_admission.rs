@@ -12,45 +12,20 @@ use gpumesh_dht::signed::now_ms;
 use gpumesh_dht::{AdmissionToken, NodeConfig, OperatorKey, RejectReason, Role, Timings};
 use gpumesh_probe::agent::worker_id;
 use gpumesh_probe::bootstrap::Seed;
-use gpumesh_probe::gpu::GpuChoice;
-use gpumesh_probe::mock::MockServiceConfig;
-use gpumesh_probe::tunnel::TunnelConfig;
 use gpumesh_probe::{AgentConfig, run};
 use libp2p::{PeerId, identity::Keypair};
 use support::fake_gateway::FakeGateway;
 use tokio_util::sync::CancellationToken;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(gw: &FakeGateway, state: &str) -> AgentConfig {
-    AgentConfig {
-        services: vec!["ocr".into()],
-        gpu: GpuChoice::Profile("t4".into()),
-        tunnel: TunnelConfig::PublicUrl("https://w7.example.org".into()),
-        report_listen: "127.0.0.1:0".parse().unwrap(),
-        bootstrap_url: Some(format!("{}/api/dht/bootstrap", gw.url)),
-        state_dir: support::temp_dir(state),
-        refresh_every: Duration::from_secs(1),
-        load_every: Duration::from_millis(300),
-        probe_every: Duration::from_millis(300),
-        dht_timings: Some(Timings::fast()),
-        dht_join_timeout: Duration::from_secs(5),
-        mock: Some(MockServiceConfig::default()),
-        ..AgentConfig::default()
-    }
+    support::dht_agent_config(&gw.url, state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admitted_agent_is_discovered_and_a_foreign_token_is_refused_at_start() {
     let operator = Keypair::generate_ed25519();
     let gw_key = Keypair::generate_ed25519();
-    let port = free_port();
+    let port = support::free_port();
     let mut c = NodeConfig::new(Role::Gateway);
     c.identity = Identity::Key(gw_key.clone());
     c.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];

@@ -11,7 +11,6 @@ use gpumesh_dht::{DhtHandle, NodeConfig, Role, Timings};
 use gpumesh_probe::agent::{AgentReport, worker_id};
 use gpumesh_probe::bootstrap::Seed;
 use gpumesh_probe::gpu::GpuChoice;
-use gpumesh_probe::mock::MockServiceConfig;
 use gpumesh_probe::tunnel::{Secret, TunnelConfig};
 use gpumesh_probe::{AgentConfig, run};
 use libp2p::identity::Keypair;
@@ -21,14 +20,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "registry-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A gateway-role DHT node on a fixed loopback port with a fixed identity.
 fn gateway_node(port: u16, key: &Keypair) -> DhtHandle {
@@ -56,20 +47,11 @@ fn seed(port: u16, key: &Keypair) -> Seed {
 
 fn config(gw: &FakeGateway, state: &str) -> AgentConfig {
     AgentConfig {
-        services: vec!["ocr".into()],
         gpu: GpuChoice::Profile("rtx3090".into()),
         tunnel: TunnelConfig::PublicUrl("https://w9.example.org".into()),
-        report_listen: "127.0.0.1:0".parse().unwrap(),
-        bootstrap_url: Some(format!("{}/api/dht/bootstrap", gw.url)),
         registry_token: Some(Secret::new(TOKEN)),
-        state_dir: support::temp_dir(state),
-        refresh_every: Duration::from_secs(1),
-        load_every: Duration::from_millis(300),
-        probe_every: Duration::from_millis(300),
-        dht_timings: Some(Timings::fast()),
         dht_join_timeout: Duration::from_secs(2),
-        mock: Some(MockServiceConfig::default()),
-        ..AgentConfig::default()
+        ..support::dht_agent_config(&gw.url, state)
     }
 }
 
@@ -100,7 +82,7 @@ fn sees(node: &DhtHandle, id: &str, state: WorkerState) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_in_the_dht_and_reuses_cached_seeds_on_restart() {
     let key = Keypair::generate_ed25519();
-    let port = free_port();
+    let port = support::free_port();
     let node = gateway_node(port, &key);
     let gw = FakeGateway::start_with_seeds(TOKEN, vec![seed(port, &key)]).await;
     let cfg = config(&gw, "dht");
@@ -155,7 +137,7 @@ async fn publishes_in_the_dht_and_reuses_cached_seeds_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_back_to_the_registry_and_returns_to_the_dht_when_it_recovers() {
     let key = Keypair::generate_ed25519();
-    let port = free_port();
+    let port = support::free_port();
     let gw = FakeGateway::start_with_seeds(TOKEN, vec![seed(port, &key)]).await;
     let cfg = config(&gw, "recover");
     let id = worker_id(&cfg.state_dir).unwrap();
@@ -188,7 +170,7 @@ async fn falls_back_to_the_registry_and_returns_to_the_dht_when_it_recovers() {
 async fn joins_a_private_network_only_with_its_key() {
     let psk = PreSharedKey::new([7; 32]);
     let key = Keypair::generate_ed25519();
-    let port = free_port();
+    let port = support::free_port();
     let node = private_gateway_node(port, &key, Some(psk));
     let gw = FakeGateway::start_with_seeds(TOKEN, vec![seed(port, &key)]).await;
 

@@ -223,17 +223,7 @@ fn worker_gauges_match_a_recount_of_the_view() {
         Metrics::register(&mut registry),
         7,
     );
-    let gpu = |model: &str| GpuInfo {
-        model: model.into(),
-        uuid: "GPU-1".into(),
-        vram_total_mib: 16_000,
-        vram_free_mib: 16_000,
-        util_pct: None,
-        mem_util_pct: None,
-        temperature_c: None,
-        power_w: None,
-        power_limit_w: None,
-    };
+    let gpu = |model: &str| GpuInfo::new(model, "GPU-1", 16_000, 16_000);
     let models = ["NVIDIA H100 80GB HBM3", "Tesla T4", "Radeon RX 7900", ""];
     let now = Instant::now();
     let later = Some(now + Duration::from_secs(600));

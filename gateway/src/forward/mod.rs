@@ -364,9 +364,12 @@ impl Forwarder {
                     after_ms: u64::try_from(self.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
                 },
                 Ok(Err(e)) => {
+                    let failure = Failure::of(&e);
                     let replayable = matches!(body, OutBody::Replayable(_));
-                    let resend = e.is_connect() || (resend_after_break && send::broke_off(&e));
-                    if resend && replayable && attempts < self.max_attempts {
+                    if failure.may_retry(resend_after_break)
+                        && replayable
+                        && attempts < self.max_attempts
+                    {
                         debug!(worker = %picked.id, service, error = %e, "worker unreachable; trying another");
                         directory.finish(
                             &picked,
@@ -380,23 +383,13 @@ impl Forwarder {
                                 service: service.to_owned(),
                             })
                             .inc();
-                        let detail = if e.is_connect() {
-                            "could not connect to the worker"
-                        } else {
-                            "the connection to the worker broke"
-                        };
-                        unreachable = Some((
-                            GatewayError::WorkerFailed {
-                                worker: picked.id.clone(),
-                                detail,
-                            },
-                            picked.source,
-                        ));
+                        unreachable =
+                            Some((failure.error(&picked.id, self.max_body), picked.source));
                         avoid = Some(picked.key);
                         continue;
                     }
                     debug!(worker = %picked.id, error = %e, "forwarding error");
-                    classify(&e, &picked.id, self.max_body)
+                    failure.error(&picked.id, self.max_body)
                 }
             };
             // A body over the limit is the client's fault, not the worker's.
@@ -474,39 +467,75 @@ fn may_resend(body: &OutBody) -> bool {
     matches!(body, OutBody::Replayable(_))
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, worker: &str, limit: usize) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut parse = false;
-    while let Some(s) = source {
-        if s.is::<LengthLimitError>() {
-            return GatewayError::PayloadTooLarge { limit };
+/// How sending to a worker failed, read once from the client error's source chain: what the
+/// caller hears, and whether another worker may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The body went over the limit (the client's fault).
+    TooLarge,
+    /// hyper's own timeout.
+    Timeout,
+    /// No connection was made: the worker never saw the request.
+    Connect,
+    /// The worker answered something that is not HTTP.
+    Invalid,
+    /// The connection broke before any answer (reset, closed mid-request).
+    Broke,
+    /// A failure on our side of the connection (hyper's user errors), reported like a break
+    /// but never re-sent.
+    Local,
+}
+
+impl Failure {
+    fn of(e: &hyper_util::client::legacy::Error) -> Self {
+        let (mut parse, mut user) = (false, false);
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if s.is::<LengthLimitError>() {
+                return Self::TooLarge;
+            }
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    return Self::Timeout;
+                }
+                parse |= h.is_parse() || h.is_parse_status();
+                user |= h.is_user();
+            }
+            source = s.source();
         }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            parse |= h.is_parse() || h.is_parse_status();
-            if h.is_timeout() {
+        if e.is_connect() {
+            Self::Connect
+        } else if parse {
+            Self::Invalid
+        } else if user {
+            Self::Local
+        } else {
+            Self::Broke
+        }
+    }
+
+    /// Whether another worker may get the request: always when it never reached this one;
+    /// after a break only when a repeat is harmless ([`send::resend_after_break`]).
+    fn may_retry(self, after_break: bool) -> bool {
+        self == Self::Connect || (after_break && self == Self::Broke)
+    }
+
+    fn error(self, worker: &str, limit: usize) -> GatewayError {
+        let detail = match self {
+            Self::TooLarge => return GatewayError::PayloadTooLarge { limit },
+            Self::Timeout => {
                 return GatewayError::WorkerTimeout {
                     worker: worker.to_owned(),
                     after_ms: 0,
                 };
             }
-        }
-        source = s.source();
-    }
-    let worker = worker.to_owned();
-    if e.is_connect() {
+            Self::Connect => "could not connect to the worker",
+            Self::Invalid => "the worker's answer was invalid",
+            Self::Broke | Self::Local => "the connection to the worker broke",
+        };
         GatewayError::WorkerFailed {
-            worker,
-            detail: "could not connect to the worker",
-        }
-    } else if parse {
-        GatewayError::WorkerFailed {
-            worker,
-            detail: "the worker's answer was invalid",
-        }
-    } else {
-        GatewayError::WorkerFailed {
-            worker,
-            detail: "the connection to the worker broke",
+            worker: worker.to_owned(),
+            detail,
         }
     }
 }

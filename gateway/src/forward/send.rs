@@ -59,24 +59,6 @@ pub(super) fn resend_after_break(method: &Method, headers: &axum::http::HeaderMa
 /// (IETF draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Whether the worker's connection failed without an answer (reset, closed mid-request), as
-/// opposed to an invalid answer, a timeout or a body over the limit.
-pub(super) fn broke_off(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return false;
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_parse() || h.is_parse_status() || h.is_timeout() || h.is_user())
-        {
-            return false;
-        }
-        source = s.source();
-    }
-    true
-}
-
 /// Counts hedge-eligible requests and hedges sent, to keep hedges within the budget.
 #[derive(Debug, Default)]
 pub(super) struct HedgeBudget {

@@ -159,36 +159,21 @@ fn header_limits_below_the_server_minimum_are_refused() {
 }
 
 fn worker_record(id: &str, model: &str, url: &str) -> gpumesh_dht::record::WorkerRecord {
-    use gpumesh_dht::record::{GpuInfo, HostInfo, LoadInfo, WorkerRecord, WorkerState};
+    use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
     let now = crate::directory::unix_ms();
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,
         issued_at_ms: now,
         expires_at_ms: now + 600_000,
-        state: WorkerState::Online,
-        services: vec!["llm".to_owned()],
-        capabilities: Vec::new(),
-        tunnel_url: url.to_owned(),
-        gpus: vec![GpuInfo {
-            model: model.into(),
-            uuid: format!("GPU-{id}"),
-            vram_total_mib: 81_920,
-            vram_free_mib: 70_000,
-            util_pct: None,
-            mem_util_pct: None,
-            temperature_c: None,
-            power_w: None,
-            power_limit_w: None,
-        }],
-        host: HostInfo::default(),
+        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), 81_920, 70_000)],
         load: LoadInfo {
-            in_flight: 0,
-            queue_depth: 0,
             max_concurrency: 4,
+            ..LoadInfo::default()
         },
         agent_version: "test".into(),
         started_at_ms: now,
+        ..WorkerRecord::new(vec!["llm".to_owned()], url)
     }
 }
 

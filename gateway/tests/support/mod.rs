@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::routing::{any, get};
-use gpumesh_dht::record::{GpuInfo, HostInfo, LoadInfo, WorkerRecord, WorkerState};
+use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
 use gpumesh_gateway::api::AppState;
 use gpumesh_gateway::{Config, Gateway};
 use tokio_util::sync::CancellationToken;
@@ -25,30 +25,40 @@ pub fn record(id: &str, service: &str, url: &str) -> WorkerRecord {
         seq: 1,
         issued_at_ms: now,
         expires_at_ms: now + 600_000,
-        state: WorkerState::Online,
-        services: vec![service.to_owned()],
-        capabilities: Vec::new(),
-        tunnel_url: url.to_owned(),
         gpus: vec![GpuInfo {
-            model: "NVIDIA H100 80GB HBM3".into(),
-            uuid: format!("GPU-{id}"),
-            vram_total_mib: 81_920,
-            vram_free_mib: 70_000,
             util_pct: Some(10),
-            mem_util_pct: None,
-            temperature_c: None,
-            power_w: None,
-            power_limit_w: None,
+            ..GpuInfo::new("NVIDIA H100 80GB HBM3", format!("GPU-{id}"), 81_920, 70_000)
         }],
-        host: HostInfo::default(),
         load: LoadInfo {
-            in_flight: 0,
-            queue_depth: 0,
             max_concurrency: 4,
+            ..LoadInfo::default()
         },
         agent_version: "test".into(),
         started_at_ms: now,
+        ..WorkerRecord::new(vec![service.to_owned()], url)
     }
+}
+
+/// Puts `record` into the gateway's view as `source` would (a registry entry lives an hour).
+///
+/// # Errors
+/// The directory's refusal.
+pub fn upsert(
+    state: &AppState,
+    record: WorkerRecord,
+    source: gpumesh_gateway::Source,
+) -> Result<(), gpumesh_gateway::directory::Refused> {
+    let now = std::time::Instant::now();
+    let expires_at =
+        (source == gpumesh_gateway::Source::Registry).then(|| now + Duration::from_secs(3600));
+    state.directory.apply(
+        gpumesh_gateway::DirectoryEvent::Upsert {
+            record: Box::new(record),
+            source,
+            expires_at,
+        },
+        now,
+    )
 }
 
 /// Coordinator-only, private upstreams allowed, short timeouts.

@@ -6,6 +6,42 @@ pub mod fake_cloudflared;
 pub mod fake_gateway;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use gpumesh_dht::Timings;
+use gpumesh_probe::AgentConfig;
+use gpumesh_probe::gpu::GpuChoice;
+use gpumesh_probe::mock::MockServiceConfig;
+use gpumesh_probe::tunnel::TunnelConfig;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A DHT agent (T4 profile, in-process mock service, fast timings) whose bootstrap endpoint
+/// is `gateway_url`'s and whose state lives in a fresh directory named after `state`.
+pub fn dht_agent_config(gateway_url: &str, state: &str) -> AgentConfig {
+    AgentConfig {
+        services: vec!["ocr".into()],
+        gpu: GpuChoice::Profile("t4".into()),
+        tunnel: TunnelConfig::PublicUrl("https://w7.example.org".into()),
+        report_listen: "127.0.0.1:0".parse().unwrap(),
+        bootstrap_url: Some(format!("{gateway_url}/api/dht/bootstrap")),
+        state_dir: temp_dir(state),
+        refresh_every: Duration::from_secs(1),
+        load_every: Duration::from_millis(300),
+        probe_every: Duration::from_millis(300),
+        dht_timings: Some(Timings::fast()),
+        dht_join_timeout: Duration::from_secs(5),
+        mock: Some(MockServiceConfig::default()),
+        ..AgentConfig::default()
+    }
+}
 
 /// A fresh temporary directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
