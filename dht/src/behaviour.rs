@@ -55,7 +55,10 @@ impl Behaviour {
             .set_record_filtering(StoreInserts::FilterBoth)
             .set_caching(Caching::Disabled)
             .set_kbucket_inserts(BucketInserts::Manual)
-            .set_periodic_bootstrap_interval(Some(t.bootstrap_interval))
+            // The event loop bootstraps every `bootstrap_interval` itself, skipping an empty
+            // routing table: kad's own timer warns "No known peers" on every tick at a lone
+            // gateway or seed (its peers are client-mode workers, never in its table).
+            .set_periodic_bootstrap_interval(None)
             .set_max_packet_size(16 * 1024)
             .set_substreams_timeout(t.query_timeout);
         let store = MemoryStore::with_config(

@@ -74,7 +74,7 @@ pub struct Timings {
     pub sweep_interval: Duration,
     /// How often a node checks it still has a seed connection (and re-dials seeds if not).
     pub seed_check_interval: Duration,
-    /// Kademlia periodic bootstrap.
+    /// Kademlia periodic bootstrap (skipped while the routing table is empty).
     pub bootstrap_interval: Duration,
     /// Idle connections are closed after this long.
     pub idle_connection_timeout: Duration,

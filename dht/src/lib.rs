@@ -9,6 +9,7 @@
 //! - [`record`]: the worker record schema.
 //! - [`admission`]: operator-signed admission tokens and the keys that check them.
 //! - [`signed`]: signed envelopes around records; verification.
+//! - [`request`]: signed registry requests (heartbeats, deregistrations) under admission.
 //! - [`validate`]: reject reasons and limits for inbound data.
 //! - [`keys`]: protocol names and key namespaces, service shards.
 //! - [`config`]: [`NodeConfig`], roles, timings, sizes.
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod node;
 pub mod record;
 pub mod registry;
+pub mod request;
 pub mod signed;
 pub mod testnet;
 mod transport;

@@ -223,6 +223,7 @@ impl EventLoop {
         let mut heartbeat = tokio::time::interval(t.heartbeat_interval);
         let mut sweep = tokio::time::interval(t.sweep_interval);
         let mut seed_check = tokio::time::interval(t.seed_check_interval);
+        let mut bootstrap = tokio::time::interval(t.bootstrap_interval);
         // Query deadlines and announce/put retries: 250 ms is precise enough, and each tick polls
         // the whole swarm (at 2000 nodes in one process, 100 ms ticks alone cost ~20k polls/s).
         let mut deadlines = tokio::time::interval(Duration::from_millis(250));
@@ -231,12 +232,14 @@ impl EventLoop {
             &mut heartbeat,
             &mut sweep,
             &mut seed_check,
+            &mut bootstrap,
             &mut deadlines,
         ] {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         refresh.reset();
         heartbeat.reset();
+        bootstrap.reset();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -249,6 +252,7 @@ impl EventLoop {
                 _ = heartbeat.tick() => self.send_heartbeat(),
                 _ = sweep.tick() => self.sweep(),
                 _ = seed_check.tick() => self.check_seeds(),
+                _ = bootstrap.tick() => self.periodic_bootstrap(),
                 _ = deadlines.tick() => {
                     self.expire_queries();
                     self.retry_announce();
@@ -276,6 +280,18 @@ impl EventLoop {
             && let Err(e) = self.swarm.behaviour_mut().kad.bootstrap()
         {
             tracing::debug!(error = %e, "bootstrap");
+        }
+    }
+
+    /// Refreshes the routing table (a kad bootstrap) unless it is empty: then there is nobody
+    /// to ask, and seeds are [`Self::check_seeds`]'s job.
+    fn periodic_bootstrap(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if kad.kbuckets().all(|b| b.num_entries() == 0) {
+            return;
+        }
+        if let Err(e) = kad.bootstrap() {
+            tracing::debug!(error = %e, "periodic bootstrap");
         }
     }
 

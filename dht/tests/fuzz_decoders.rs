@@ -1,6 +1,7 @@
 //! Property-based fuzzing of every decoder in this crate that reads bytes from the network or
 //! from disk: signed record envelopes and the `WorkerRecord` JSON inside them, gossip bodies,
-//! kad keys, the HTTP wire types, and the key files.
+//! kad keys, the HTTP wire types, registry request signatures, admission tokens and the key
+//! files.
 //!
 //! Each property feeds arbitrary bytes and structure-aware mutations of valid inputs, and checks
 //! that nothing panics, that refusals are the typed reason, and that whatever is accepted obeys
@@ -12,10 +13,12 @@ use std::sync::LazyLock;
 
 use gpumesh_dht::{
     AdmissionToken, DhtError, RejectReason, SignedRecord, WorkerRecord,
+    admission::hex_decode,
     gossip::{Heartbeat, Leave},
     identity::{load_network_key, load_or_create_keypair},
     keys::{self, MAX_KEY_BYTES, ParsedKey},
     record::{GpuInfo, LoadInfo, WorkerState},
+    request,
     signed::{RECORD_DOMAIN, RECORD_PAYLOAD_TYPE},
     validate::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
     wire::{BootstrapResponse, HeartbeatRequest, RegisterResponse, Seed},
@@ -355,6 +358,43 @@ proptest! {
         if let Ok(file) = String::from_utf8(file) {
             let _ = AdmissionToken::from_file_text(&file);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// Registry request signatures (two headers and a body from the network): arbitrary
+    /// header text never panics and never verifies, and an edited signature, body or time of
+    /// a genuine request never verifies either.
+    #[test]
+    fn registry_request_signatures(
+        at in "[ -~]{0,40}",
+        sig in "[ -~]{0,200}",
+        id in "[ -~]{0,80}",
+        body in prop::collection::vec(any::<u8>(), 0..256),
+        edits in prop::collection::vec(edit(), 1..3),
+        which in 0u8..3,
+    ) {
+        let arbitrary = request::verify(&id, "heartbeat", Some(&at), Some(&sig), &body, NOW_MS, None);
+        prop_assert!(arbitrary.is_err());
+        let worker = KEY.public().to_peer_id().to_base58();
+        let good = request::sign(&KEY, "heartbeat", NOW_MS, &body).expect("signs");
+        let (mut at, mut sig, mut edited_body) =
+            (NOW_MS.to_string().into_bytes(), good.clone().into_bytes(), body.clone());
+        match which {
+            0 => at = apply(at, &edits),
+            1 => sig = apply(sig, &edits),
+            _ => edited_body = apply(edited_body, &edits),
+        }
+        let (at, sig) = (String::from_utf8_lossy(&at), String::from_utf8_lossy(&sig));
+        let edited = request::verify(&worker, "heartbeat", Some(&at), Some(&sig), &edited_body, NOW_MS, None);
+        // Only an edit that changed nothing that is signed (the same byte written back, a
+        // time that parses to the same number, hex in other case) may verify.
+        let same = at.trim().parse::<u64>() == Ok(NOW_MS)
+            && hex_decode(&sig) == hex_decode(&good)
+            && edited_body == body;
+        prop_assert_eq!(edited.is_ok(), same, "{:?}", edited);
     }
 }
 

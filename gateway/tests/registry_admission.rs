@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::{GpuInfo, WorkerRecord};
+use gpumesh_dht::request;
 use gpumesh_dht::signed::now_ms;
 use gpumesh_dht::validate::{MAX_GPUS, RecordLimits};
 use gpumesh_dht::{AdmissionToken, OperatorKey, SignedRecord};
@@ -73,6 +74,48 @@ async fn post(gw: &RunningGateway, path: &str, body: &Value) -> (StatusCode, Val
         .expect("gateway answers");
     let status = resp.status();
     (status, resp.json().await.expect("JSON body"))
+}
+
+/// A heartbeat (`Some(body)`) or deregistration (`None`) for worker `id`, signed by `key` at
+/// `at_ms` when given; the answer's status and JSON body (`null` when empty).
+async fn signed_call(
+    gw: &RunningGateway,
+    id: &str,
+    body: Option<&Value>,
+    key: Option<(&Keypair, u64)>,
+) -> (StatusCode, Value) {
+    let (action, bytes, req) = match body {
+        Some(b) => (
+            "heartbeat",
+            serde_json::to_vec(b).expect("JSON"),
+            client()
+                .post(gw.url(&format!("/api/workers/{id}/heartbeat")))
+                .header("content-type", "application/json"),
+        ),
+        None => (
+            "deregister",
+            Vec::new(),
+            client().delete(gw.url(&format!("/api/workers/{id}"))),
+        ),
+    };
+    let req = match key {
+        Some((key, at_ms)) => req
+            .header(request::SIGNED_AT_HEADER, at_ms.to_string())
+            .header(
+                request::SIGNATURE_HEADER,
+                request::sign(key, action, at_ms, &bytes).expect("signs"),
+            ),
+        None => req,
+    };
+    let resp = req
+        .bearer_auth(TOKEN)
+        .body(bytes)
+        .send()
+        .await
+        .expect("gateway answers");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Asserts a documented 403 `not_admitted` error whose message contains `why`.
@@ -210,30 +253,139 @@ async fn registry_refuses_what_the_dht_gate_refuses_and_routes_an_admitted_worke
         .expect("routed");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-served-by"], "admitted");
-    let (status, beat) = post(
+    let (status, beat) = signed_call(
         &gw,
-        &format!("/api/workers/{id}/heartbeat"),
-        &serde_json::json!({}),
+        &id,
+        Some(&serde_json::json!({})),
+        Some((&key, now_ms())),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{beat}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_lease_ends_with_the_admission_token() {
+/// An enforcing gateway with one worker registered under a token valid for `valid_ms` more.
+struct Admitted {
+    gw: RunningGateway,
+    /// The worker's service; it stops when this is dropped.
+    _service: tokio_util::sync::DropGuard,
+    key: Keypair,
+    rec: WorkerRecord,
+    token: AdmissionToken,
+    /// The register answer.
+    answer: Value,
+}
+
+async fn admitted(name: &'static str, valid_ms: u64) -> Admitted {
     let operator = Keypair::generate_ed25519();
     let gw = start_gateway(enforcing(&operator)).await;
-    let (addr, _stop) = start_worker("short").await;
+    let (addr, stop) = start_worker(name).await;
     let (key, rec) = worker(&format!("http://{addr}"));
     let now = now_ms();
-    let short = token(&operator, &key, now - 1_000, now + 3_000);
+    let token = token(&operator, &key, now - 1_000, now + valid_ms);
     let (status, answer) = post(
         &gw,
         "/api/workers/register",
-        &body(&rec, Some(&signed(&key, &rec, Some(&short)))),
+        &body(&rec, Some(&signed(&key, &rec, Some(&token)))),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
+    Admitted {
+        gw,
+        _service: stop.drop_guard(),
+        key,
+        rec,
+        token,
+        answer,
+    }
+}
+
+/// The registry token is shared by every agent, so under admission it does not let one worker
+/// speak for another: heartbeats and deregistrations must be signed by the worker's own key,
+/// once (no replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_deregistrations_need_the_workers_own_signature() {
+    let Admitted {
+        gw,
+        _service,
+        key,
+        rec,
+        ..
+    } = admitted("victim", 3_600_000).await;
+    let id = rec.peer_id.clone();
+    let busy = serde_json::json!({
+        "load": { "in_flight": 99, "queue_depth": 500, "max_concurrency": 4 }
+    });
+    let attacker = Keypair::generate_ed25519();
+
+    // Unsigned, signed by another key, or signed too long ago: refused, nothing changes.
+    let unsigned = signed_call(&gw, &id, Some(&busy), None).await;
+    assert_not_admitted("an unsigned heartbeat", &unsigned, "not signed");
+    let forged = signed_call(&gw, &id, Some(&busy), Some((&attacker, now_ms()))).await;
+    assert_not_admitted(
+        "a heartbeat signed by another key",
+        &forged,
+        "does not verify",
+    );
+    let stale = now_ms() - request::MAX_SKEW_MS - 5_000;
+    let old = signed_call(&gw, &id, Some(&busy), Some((&key, stale))).await;
+    assert_not_admitted(
+        "a heartbeat signed long ago",
+        &old,
+        "from the gateway's clock",
+    );
+    let view: Value = gw.get_json(&format!("/api/workers/{id}")).await;
+    assert_eq!(
+        view["load"]["queue_depth"], 0,
+        "a refused heartbeat changed the load: {view}"
+    );
+
+    // The worker's own heartbeat is taken; the same request again is a replay.
+    let at = now_ms();
+    let (status, answer) = signed_call(&gw, &id, Some(&busy), Some((&key, at))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let view: Value = gw.get_json(&format!("/api/workers/{id}")).await;
+    assert_eq!(view["load"]["queue_depth"], 500, "{view}");
+    let again = signed_call(&gw, &id, Some(&busy), Some((&key, at))).await;
+    assert_not_admitted(
+        "a replayed heartbeat",
+        &again,
+        "not after the last accepted",
+    );
+
+    // Nobody else can deregister it; it can.
+    let unsigned = signed_call(&gw, &id, None, None).await;
+    assert_not_admitted("an unsigned deregistration", &unsigned, "not signed");
+    let forged = signed_call(&gw, &id, None, Some((&attacker, now_ms()))).await;
+    assert_not_admitted("a forged deregistration", &forged, "does not verify");
+    assert_eq!(workers(&gw).await, vec![id.clone()]);
+    let (status, _) = signed_call(&gw, &id, None, Some((&key, now_ms() + 1))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(workers(&gw).await.is_empty());
+
+    let m = metrics(&gw).await;
+    for (reason, n) in [
+        ("unsigned", 2.0),
+        ("bad_signature", 2.0),
+        ("skewed", 1.0),
+        ("replayed", 1.0),
+    ] {
+        let line = format!(
+            "gpumesh_gateway_records_refused_total{{source=\"registry\",reason=\"{reason}\"}}"
+        );
+        assert_eq!(metric(&m, &line), n, "{reason}: {m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_lease_ends_with_the_admission_token() {
+    let Admitted {
+        gw,
+        _service,
+        key,
+        rec,
+        token: short,
+        answer,
+    } = admitted("short", 3_000).await;
     let lease: RegisterResponse = serde_json::from_value(answer).expect("register answer");
     assert!(
         lease.expires_at_ms <= short.not_after_ms(),
@@ -242,12 +394,12 @@ async fn a_registry_lease_ends_with_the_admission_token() {
         short.not_after_ms()
     );
     // Heartbeats keep it only until the token ends; then they are refused and it leaves.
-    let beat = format!("/api/workers/{}/heartbeat", rec.peer_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = post(&gw, &beat, &serde_json::json!({})).await;
+    let empty = serde_json::json!({});
+    let mut last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, now_ms()))).await;
     while last.0 == StatusCode::OK && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        last = post(&gw, &beat, &serde_json::json!({})).await;
+        last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, now_ms()))).await;
     }
     let refused = last.0 != StatusCode::OK;
     assert!(refused, "heartbeats were accepted past the token's expiry");
@@ -335,7 +487,12 @@ mod agents {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_agent_with_a_token_registers_and_one_without_is_refused() {
         let operator = Keypair::generate_ed25519();
-        let gw = start_gateway(enforcing(&operator)).await;
+        // A 3 s lease: the agents heartbeat every second (a third of it).
+        let gw = start_gateway(Config {
+            registry_ttl: Duration::from_secs(3),
+            ..enforcing(&operator)
+        })
+        .await;
         let (addr, _stop) = start_worker("agent").await;
         let url = format!("http://{addr}");
 
@@ -406,10 +563,31 @@ mod agents {
             vec![id],
             "only the admitted agent is in the view"
         );
-
+        // Its heartbeats are signed and taken (an unsigned one would be refused), and on
+        // drain its signed deregistration removes it at once, not at the lease's end.
+        let ok = |op: &'static str| {
+            let gw = &gw;
+            async move {
+                let m = metrics(gw).await;
+                metric(
+                    &m,
+                    &format!(
+                        "gpumesh_gateway_registry_requests_total{{op=\"{op}\",outcome=\"ok\"}}"
+                    ),
+                )
+            }
+        };
+        let beating = eventually(Duration::from_secs(30), || async {
+            ok("heartbeat").await >= 2.0
+        })
+        .await;
+        assert!(beating, "the admitted agent's heartbeats were not taken");
         stop.cancel();
-        stop_bare.cancel();
         let _ = admitted.await;
+        assert_eq!(ok("deregister").await, 1.0, "the drain did not deregister");
+        assert!(workers(&gw).await.is_empty());
+
+        stop_bare.cancel();
         let _ = bare.await;
     }
 

@@ -206,14 +206,22 @@ impl Report {
         if let Some(soak) = &self.soak {
             let _ = writeln!(
                 s,
-                "\n## Soak: {} workers churned in {} rounds, sampled every {:.0} s\n\n| series | first | last | max | slope per hour |\n|---|---|---|---|---|",
-                soak.churned, soak.rounds, soak.sample_every_s
+                "\n## Soak: {} workers churned in {} rounds, sampled every {:.0} s\n\n| series | first | last | max | slope per hour | slope per hour after {:.0} s |\n|---|---|---|---|---|---|",
+                soak.churned,
+                soak.rounds,
+                soak.sample_every_s,
+                crate::soak::WARM_UP_S
             );
             for t in &soak.trends {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.1} | {:.1} | {:.1} | {:+.2} |",
-                    t.series, t.first, t.last, t.max, t.slope_per_hour
+                    "| {} | {:.1} | {:.1} | {:.1} | {:+.2} | {:+.2} |",
+                    t.series,
+                    t.first,
+                    t.last,
+                    t.max,
+                    t.slope_per_hour,
+                    t.slope_after_warm_up_per_hour
                 );
             }
         }

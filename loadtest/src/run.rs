@@ -634,9 +634,12 @@ async fn take_sample(
         None => None,
     };
     let view = worker_count(http, url).await;
+    let (heap_allocated_mib, heap_resident_mib) = crate::soak::allocator_mib();
     Sample {
         t_s: start.elapsed().as_secs_f64(),
         rss_mib: crate::soak::rss_mib(),
+        heap_allocated_mib,
+        heap_resident_mib,
         open_fds: crate::soak::open_fds(),
         // NaN (reported as null) when the gateway did not answer: not a view of 0.
         view_workers: view.map_or(f64::NAN, |v| v as f64),

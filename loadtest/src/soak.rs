@@ -14,6 +14,12 @@ pub struct Sample {
     pub t_s: f64,
     /// Resident memory of the process, MiB (`VmRSS`).
     pub rss_mib: f64,
+    /// Bytes the program holds from the allocator, MiB (jemalloc's `stats.allocated`; NaN,
+    /// `null` in JSON, when the binary was built without feature `jemalloc`).
+    pub heap_allocated_mib: f64,
+    /// The allocator's resident pages, MiB (jemalloc's `stats.resident`; NaN without it). Its
+    /// distance from `heap_allocated_mib` is memory freed but not yet handed back.
+    pub heap_resident_mib: f64,
     /// Open file descriptors of the process (`/proc/self/fd`).
     pub open_fds: f64,
     /// Workers in the gateway's view (NaN, `null` in JSON, when it could not be read).
@@ -41,7 +47,14 @@ pub struct Trend {
     pub max: f64,
     /// Least-squares slope, units per hour.
     pub slope_per_hour: f64,
+    /// Least-squares slope over the samples after the warm-up ([`WARM_UP_S`]), units per hour:
+    /// the figure a leak shows in (the fleet, caches and pools fill during the first minutes).
+    /// The whole-run slope where no sample is that late.
+    pub slope_after_warm_up_per_hour: f64,
 }
+
+/// Seconds of a soak counted as warm-up by [`Trend::slope_after_warm_up_per_hour`].
+pub const WARM_UP_S: f64 = 300.0;
 
 /// What a soak run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -60,8 +73,10 @@ pub struct SoakReport {
 
 type Field = (&'static str, fn(&Sample) -> f64);
 
-const FIELDS: [Field; 7] = [
+const FIELDS: [Field; 9] = [
     ("rss_mib", |s| s.rss_mib),
+    ("heap_allocated_mib", |s| s.heap_allocated_mib),
+    ("heap_resident_mib", |s| s.heap_resident_mib),
     ("open_fds", |s| s.open_fds),
     ("view_workers", |s| s.view_workers),
     ("dht_records", |s| s.dht_records),
@@ -87,10 +102,12 @@ pub fn slope_per_hour(points: &[(f64, f64)]) -> f64 {
     sxy / sxx * 3600.0
 }
 
-/// Every series' trend over `samples`.
+/// Every series' trend over `samples`; a series with no reading at all (the allocator's
+/// figures in a build without jemalloc) is left out.
 pub fn trends(samples: &[Sample]) -> Vec<Trend> {
     FIELDS
         .iter()
+        .filter(|(_, get)| samples.iter().any(|s| get(s).is_finite()))
         .map(|(name, get)| {
             // A reading that failed (NaN: the gateway did not answer in time) is left out
             // rather than counted as zero.
@@ -99,12 +116,23 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
                 .map(|s| (s.t_s, get(s)))
                 .filter(|p| p.1.is_finite())
                 .collect();
+            let late: Vec<(f64, f64)> = points
+                .iter()
+                .copied()
+                .filter(|p| p.0 >= WARM_UP_S)
+                .collect();
+            let slope_after_warm_up_per_hour = if late.len() >= 2 {
+                slope_per_hour(&late)
+            } else {
+                slope_per_hour(&points)
+            };
             Trend {
                 series: name,
                 first: points.first().map_or(0.0, |p| p.1),
                 last: points.last().map_or(0.0, |p| p.1),
                 max: points.iter().map(|p| p.1).fold(0.0, f64::max),
                 slope_per_hour: slope_per_hour(&points),
+                slope_after_warm_up_per_hour,
             }
         })
         .collect()
@@ -119,6 +147,25 @@ pub fn rss_mib() -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The allocator's figures for this process, MiB: (allocated to the program, resident). NaN
+/// for both unless the binary runs jemalloc (feature `jemalloc`), whose statistics say how
+/// much of the resident memory is live data and how much is freed memory kept by the
+/// allocator; glibc's equivalent (`mallinfo2`) needs `unsafe`, which this workspace forbids.
+pub fn allocator_mib() -> (f64, f64) {
+    #[cfg(feature = "jemalloc")]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        const MIB: f64 = 1024.0 * 1024.0;
+        // The statistics are cached until the epoch advances.
+        if epoch::advance().is_ok()
+            && let (Ok(a), Ok(r)) = (stats::allocated::read(), stats::resident::read())
+        {
+            return (a as f64 / MIB, r as f64 / MIB);
+        }
+    }
+    (f64::NAN, f64::NAN)
 }
 
 /// Open file descriptors of this process (0 where `/proc` is unavailable).
@@ -159,9 +206,30 @@ mod tests {
         ];
         let t = trends(&samples);
         assert_eq!(t.len(), FIELDS.len());
+        // Without any allocator reading, those series are left out.
+        let no_allocator = samples.map(|s| Sample {
+            heap_allocated_mib: f64::NAN,
+            heap_resident_mib: f64::NAN,
+            ..s
+        });
+        assert_eq!(trends(&no_allocator).len(), FIELDS.len() - 2);
         let rss = t.iter().find(|t| t.series == "rss_mib").expect("rss");
         assert_eq!(rss.max, 150.0);
         assert!((rss.slope_per_hour - 50.0).abs() < 1e-9);
+        // Both samples lie past the warm-up, so the late slope is the same.
+        assert!((rss.slope_after_warm_up_per_hour - 50.0).abs() < 1e-9);
+        // Growth only during the warm-up: the whole-run slope shows it, the late slope is 0.
+        let settled =
+            [(0.0, 0.0), (WARM_UP_S, 100.0), (WARM_UP_S + 3600.0, 100.0)].map(|(t_s, rss_mib)| {
+                Sample {
+                    t_s,
+                    rss_mib,
+                    ..Sample::default()
+                }
+            });
+        let rss = trends(&settled).swap_remove(0);
+        assert!(rss.slope_per_hour > 0.0);
+        assert_eq!(rss.slope_after_warm_up_per_hour, 0.0);
         // A failed reading (NaN) is skipped, not taken as a drop to zero.
         let gap = [
             Sample {

@@ -111,27 +111,16 @@ impl Bootstrapper {
             url: url.clone(),
             message: m,
         };
-        let mut resp = self
+        let resp = self
             .client
             .get(&url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| err(e.to_string()))?;
-        let too_big = || err(format!("answer larger than {MAX_BOOTSTRAP_BYTES} bytes"));
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_BOOTSTRAP_BYTES as u64)
-        {
-            return Err(too_big());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
-            if bytes.len() + chunk.len() > MAX_BOOTSTRAP_BYTES {
-                return Err(too_big());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = crate::http::read_capped(resp, MAX_BOOTSTRAP_BYTES)
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let body: BootstrapResponse =
             serde_json::from_slice(&bytes).map_err(|e| err(format!("not a seed list: {e}")))?;
         let seeds = usable(body.seeds);

@@ -5,11 +5,13 @@
 //! (body: [`HeartbeatRequest`]; 404 means "register again"), `DELETE /api/workers/{id}`, all with
 //! `Authorization: Bearer <token>`. The shapes are [`gpumesh_dht::wire`]'s.
 //!
-//! With a signing key ([`Coordinator::with_signer`]) a registration also carries
+//! With a signing key ([`Coordinator::with_signing_key`]) a registration also carries
 //! `signed_record`: the hex of the same signed envelope the worker publishes in the DHT, with
-//! its operator admission token inside. Gateways that enforce admission require it (a token
-//! alone is public data; the signature proves the worker holds its peer id's key) and answer
-//! 403 `not_admitted` ([`CoordinatorError::NotAdmitted`]) when it is missing or does not admit
+//! its operator admission token inside, and heartbeats and deregistrations carry a request
+//! signature by the same key ([`gpumesh_dht::request`]). Gateways that enforce admission
+//! require both (a token alone is public data, and the registry token is shared by every
+//! agent; the signatures prove the worker holds its peer id's key) and answer 403
+//! `not_admitted` ([`CoordinatorError::NotAdmitted`]) when they are missing or do not admit
 //! this worker.
 
 use std::path::Path;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::request::{self, RequestSigError};
 use gpumesh_dht::signed::now_ms;
 use gpumesh_dht::validate::RecordLimits;
 pub use gpumesh_dht::wire::{HeartbeatRequest, RegisterResponse};
@@ -27,7 +30,13 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::http::read_capped;
 use crate::tunnel::Secret;
+
+/// Most bytes read of a registry error answer (a JSON error body is a few hundred).
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// Most bytes read of a registration answer.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Registry errors.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +73,14 @@ pub struct Coordinator {
 /// names no libp2p type).
 type SignFn = dyn Fn(&WorkerRecord) -> Result<SignedRecord, RejectReason> + Send + Sync;
 
-/// The registration signer.
-struct Signer(Box<SignFn>);
+/// Signs a heartbeat or deregistration: (action, signing time, body) → hex signature.
+type SignRequestFn = dyn Fn(&str, u64, &[u8]) -> Result<String, RequestSigError> + Send + Sync;
+
+/// The registration and request signer (one key).
+struct Signer {
+    record: Box<SignFn>,
+    request: Box<SignRequestFn>,
+}
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +131,8 @@ impl Coordinator {
         admission: Option<AdmissionToken>,
     ) -> Result<Self, DhtError> {
         let key = gpumesh_dht::identity::load_or_create_keypair(key_path)?;
-        let sign = move |record: &WorkerRecord| {
+        let request_key = key.clone();
+        let record = move |record: &WorkerRecord| {
             SignedRecord::sign_admitted(
                 &key,
                 record.clone(),
@@ -125,7 +141,13 @@ impl Coordinator {
                 now_ms(),
             )
         };
-        self.signer = Some(Arc::new(Signer(Box::new(sign))));
+        let request = move |action: &str, at_ms: u64, body: &[u8]| {
+            request::sign(&request_key, action, at_ms, body)
+        };
+        self.signer = Some(Arc::new(Signer {
+            record: Box::new(record),
+            request: Box::new(request),
+        }));
         Ok(self)
     }
 
@@ -134,7 +156,7 @@ impl Coordinator {
     /// gateway refuses it.
     fn sign(&self, record: &WorkerRecord) -> Option<String> {
         let signer = self.signer.as_ref()?;
-        match (signer.0)(record) {
+        match (signer.record)(record) {
             Ok(signed) => Some(hex_encode(&signed.bytes)),
             Err(e) => {
                 warn!(error = %e, "cannot sign the registry record; sending it unsigned");
@@ -163,8 +185,8 @@ impl Coordinator {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(CoordinatorError::Unknown(id.to_owned())),
             StatusCode::FORBIDDEN => {
-                let body = resp.text().await.unwrap_or_default();
-                match serde_json::from_str::<ErrorBody>(&body) {
+                let body = read_capped(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
+                match serde_json::from_slice::<ErrorBody>(&body) {
                     Ok(e) if e.code == "not_admitted" => Err(CoordinatorError::NotAdmitted(
                         e.message.chars().take(300).collect(),
                     )),
@@ -173,10 +195,13 @@ impl Coordinator {
             }
             s @ StatusCode::UNAUTHORIZED => Err(CoordinatorError::Unauthorized(s.as_u16())),
             s => {
-                let body = resp.text().await.unwrap_or_default();
+                let body = read_capped(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
                 Err(CoordinatorError::Request(format!(
                     "HTTP {s}: {}",
-                    body.chars().take(200).collect::<String>()
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
                 )))
             }
         }
@@ -195,10 +220,11 @@ impl Coordinator {
         let resp = self
             .send(self.client.post(url).json(&body), &record.peer_id)
             .await?;
-        let r: RegisterResponse = resp
-            .json()
+        let bytes = read_capped(resp, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| CoordinatorError::Request(e.to_string()))?;
+        let r: RegisterResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| CoordinatorError::Request(format!("not a registration answer: {e}")))?;
         debug!(worker = %r.worker_id, ttl = r.ttl_secs, "registered with the coordinator");
         Ok(r)
     }
@@ -210,14 +236,101 @@ impl Coordinator {
         beat: &HeartbeatRequest,
     ) -> Result<(), CoordinatorError> {
         let url = format!("{}/api/workers/{id}/heartbeat", self.base);
-        self.send(self.client.post(url).json(beat), id)
-            .await
-            .map(drop)
+        let body =
+            serde_json::to_vec(beat).map_err(|e| CoordinatorError::Request(e.to_string()))?;
+        let req = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        let req = self.sign_request(req, "heartbeat", &body);
+        self.send(req.body(body), id).await.map(drop)
     }
 
     /// Removes the worker.
     pub async fn deregister(&self, id: &str) -> Result<(), CoordinatorError> {
         let url = format!("{}/api/workers/{id}", self.base);
-        self.send(self.client.delete(url), id).await.map(drop)
+        let req = self.sign_request(self.client.delete(url), "deregister", &[]);
+        self.send(req, id).await.map(drop)
+    }
+
+    /// With a signer, adds the request signature headers (gateways that enforce admission
+    /// require them on heartbeats and deregistrations; others ignore them). A request that
+    /// cannot be signed goes out unsigned (logged), as a record does.
+    fn sign_request(
+        &self,
+        req: reqwest::RequestBuilder,
+        action: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let Some(signer) = &self.signer else {
+            return req;
+        };
+        let at_ms = now_ms();
+        match (signer.request)(action, at_ms, body) {
+            Ok(signature) => req
+                .header(request::SIGNED_AT_HEADER, at_ms.to_string())
+                .header(request::SIGNATURE_HEADER, signature),
+            Err(e) => {
+                warn!(error = %e, action, "cannot sign the registry request; sending it unsigned");
+                req
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers every request with `head` and then an endless body, counting the
+    /// bytes it got out before the client hung up.
+    async fn endless(head: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&sent);
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 8192];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            while socket.write_all(&chunk).await.is_ok() {
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        });
+        (format!("http://{addr}"), sent)
+    }
+
+    #[tokio::test]
+    async fn endless_answers_are_read_only_up_to_a_cap() {
+        let mut record = WorkerRecord::new(vec!["ocr".into()], "http://127.0.0.1:9/");
+        record.peer_id = "12D3KooWtest".into();
+        for (head, want) in [
+            // A refusal's body is read for its error code, at most MAX_ERROR_BYTES.
+            (
+                "HTTP/1.1 403 Forbidden\r\nconnection: close\r\n\r\n",
+                "the registry refused the token (HTTP 403)",
+            ),
+            // A success whose body never ends is an error, not a hang.
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+                "larger than",
+            ),
+        ] {
+            let (base, sent) = endless(head).await;
+            let c = Coordinator::new(&base, Secret::new("t".to_owned())).unwrap();
+            let err = c.register(&record).await.unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            // The client hung up after the cap: the server got out at most the socket
+            // buffers' worth, where reading to the 10 s timeout would take gigabytes.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let n = sent.load(Ordering::SeqCst);
+            assert!(n < 32 * 1024 * 1024, "{n} bytes sent");
+        }
     }
 }

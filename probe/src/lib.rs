@@ -14,6 +14,7 @@
 //! - [`backoff`]: jittered exponential backoff.
 //! - [`bootstrap`]: seed list fetching and the on-disk seed cache.
 //! - [`coordinator`]: the gateway's HTTP worker registry client (fallback mode).
+//! - [`http`]: bounded reads of HTTP answers.
 //! - [`agent`]: configuration and the agent loop, `run(config, shutdown)`.
 //! - [`mock`]: the mock GPU inference service for demos, fleets and tests.
 //! - [`error`]: the crate's error types.
@@ -25,6 +26,7 @@ pub mod coordinator;
 pub mod error;
 pub mod gpu;
 pub mod host;
+pub mod http;
 pub mod load;
 pub mod mock;
 pub mod record;

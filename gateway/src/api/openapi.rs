@@ -178,6 +178,12 @@ fn operation(method: &str, path: &str, summary: &str) -> Value {
             "schema": {"type": "string", "maxLength": 255}}),
         );
     }
+    if matches!(
+        (method, path),
+        ("post", "/api/workers/{id}/heartbeat") | ("delete", "/api/workers/{id}")
+    ) {
+        params.extend(request_signature_headers());
+    }
     let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
     let registry = matches!(
         (method, path),
@@ -201,6 +207,22 @@ fn operation(method: &str, path: &str, summary: &str) -> Value {
         _ => {}
     }
     op
+}
+
+/// The worker's request signature (`gpumesh_dht::request`): required by gateways that enforce
+/// operator admission, ignored by others.
+fn request_signature_headers() -> [Value; 2] {
+    [
+        json!({"name": gpumesh_dht::request::SIGNED_AT_HEADER, "in": "header", "required": false,
+            "description": "When the worker signed, ms since the Unix epoch (within 60 s of the \
+                gateway's clock, newer than its last signed request). Required under admission.",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}}),
+        json!({"name": gpumesh_dht::request::SIGNATURE_HEADER, "in": "header", "required": false,
+            "description": "Hex Ed25519 signature by the worker's peer-id key over \
+                `gpumesh-registry-request/v1\\n<action>\\n<id>\\n<signed-at>\\n<body>`. \
+                Required under admission.",
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}),
+    ]
 }
 
 fn uint(max: u64) -> Value {

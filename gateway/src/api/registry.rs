@@ -23,6 +23,13 @@
 //! A `signed_record` that does not verify is refused the same way (403 `not_admitted`; the
 //! `records_refused` reason says why, e.g. `signer_mismatch`). Without admission configured,
 //! behaviour is unchanged: the plain record is taken and `signed_record` is not used.
+//!
+//! Under admission, heartbeats and deregistrations must be signed by the worker's own key
+//! ([`gpumesh_dht::request`]: two headers, a time within a minute of the gateway's clock and
+//! newer than the worker's last accepted request). The registry token alone would let any
+//! agent set another worker's load or remove it. A refusal is 403 `not_admitted`, counted under
+//! `records_refused{source="registry",reason}` with `unsigned`, `bad_signature`, `skewed`,
+//! `replayed`, `malformed` or `bad_worker_id`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
@@ -35,6 +42,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gpumesh_dht::admission::{AdmissionError, hex_decode};
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::request::{self, RequestSigError};
 use gpumesh_dht::signed::{check_gpus, check_schema, now_ms};
 use gpumesh_dht::validate::RecordLimits;
 use gpumesh_dht::{RejectReason, SignedRecord};
@@ -56,14 +64,23 @@ struct RegisterExtras {
     signed_record: Option<String>,
 }
 
-/// When each registry worker's admission token ends, ms since the Unix epoch (filled only
-/// when admission is enforced). Bounded: entries leave on deregister, on an expired token, and
-/// in a sweep of workers no longer in the registry once the map outgrows the view.
+/// An admitted registry worker.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    /// When its admission token ends, ms since the Unix epoch.
+    not_after_ms: u64,
+    /// The signing time of the newest signed request accepted from it (replay guard).
+    last_signed_ms: Option<u64>,
+}
+
+/// The registry workers admitted under enforced admission (filled only then). Bounded: entries
+/// leave on deregister, on an expired token, and in a sweep of workers no longer in the
+/// registry once the map outgrows the view.
 #[derive(Debug, Default)]
-pub struct Admissions(Mutex<HashMap<String, u64>>);
+pub struct Admissions(Mutex<HashMap<String, Admitted>>);
 
 impl Admissions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Admitted>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -76,13 +93,36 @@ impl Admissions {
                 .into_iter()
                 .collect();
             let now = now_ms();
-            map.retain(|id, not_after| *not_after > now && live.contains(id));
+            map.retain(|id, a| a.not_after_ms > now && live.contains(id));
         }
-        map.insert(id, not_after_ms);
+        // A re-registration keeps the replay guard: an old signed heartbeat stays old.
+        let last_signed_ms = map.get(&id).and_then(|a| a.last_signed_ms);
+        map.insert(
+            id,
+            Admitted {
+                not_after_ms,
+                last_signed_ms,
+            },
+        );
     }
 
-    fn get(&self, id: &str) -> Option<u64> {
+    fn get(&self, id: &str) -> Option<Admitted> {
         self.lock().get(id).copied()
+    }
+
+    /// Checks a signed request from `id` against the last one accepted and records its time.
+    /// Under one lock, so two copies of one request racing each other cannot both pass.
+    fn accept_signed(
+        &self,
+        id: &str,
+        check: impl FnOnce(Option<u64>) -> Result<u64, RequestSigError>,
+    ) -> Result<(), RequestSigError> {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(id) else {
+            return Err(RequestSigError::Missing);
+        };
+        entry.last_signed_ms = Some(check(entry.last_signed_ms)?);
+        Ok(())
     }
 
     fn remove(&self, id: &str) {
@@ -323,7 +363,7 @@ fn heartbeat_admission(state: &AppState, id: &str) -> Result<Option<u64>, Gatewa
     if !enforced(state) {
         return Ok(None);
     }
-    let Some(not_after_ms) = state.registry_admissions.get(id) else {
+    let Some(Admitted { not_after_ms, .. }) = state.registry_admissions.get(id) else {
         return Err(GatewayError::UnknownWorker(id.to_owned()));
     };
     if not_after_ms <= now_ms() {
@@ -340,11 +380,46 @@ fn heartbeat_admission(state: &AppState, id: &str) -> Result<Option<u64>, Gatewa
     Ok(Some(not_after_ms))
 }
 
+/// Under admission: a heartbeat or deregistration must be signed by the worker's own key
+/// ([`gpumesh_dht::request`]), newer than the last one accepted from it. A refusal is 403
+/// `not_admitted`, counted under `records_refused{reason}` with the signature's reason.
+fn check_request_signature(
+    state: &AppState,
+    id: &str,
+    action: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    if !enforced(state) {
+        return Ok(());
+    }
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (signed_at, signature) = (
+        value(request::SIGNED_AT_HEADER),
+        value(request::SIGNATURE_HEADER),
+    );
+    let now = now_ms();
+    state
+        .registry_admissions
+        .accept_signed(id, |last| {
+            request::verify(id, action, signed_at, signature, body, now, last)
+        })
+        .map_err(|e| {
+            refuse(
+                state,
+                id,
+                e.as_str(),
+                GatewayError::NotAdmitted(format!("{action} refused: {e}")),
+            )
+        })
+}
+
 /// `POST /api/workers/{id}/heartbeat` with an optional [`HeartbeatRequest`] body.
 ///
 /// # Errors
 /// 400 (bad body, too many GPUs), 401, 403 (token, or `not_admitted`: the admission token
-/// expired), 404 (expired: register again), 413, 429.
+/// expired, or the heartbeat is not signed by the worker), 404 (expired: register again), 413,
+/// 429.
 pub async fn heartbeat(
     State(state): State<AppState>,
     PathParam(id): PathParam,
@@ -372,6 +447,7 @@ pub async fn heartbeat(
             })?;
         }
         let not_after_ms = heartbeat_admission(&state, &id)?;
+        check_request_signature(&state, &id, "heartbeat", &headers, &bytes)?;
         let (expires_at, response) = lease(&state, id.clone(), not_after_ms);
         state
             .directory
@@ -388,7 +464,7 @@ pub async fn heartbeat(
 /// `DELETE /api/workers/{id}`: 204.
 ///
 /// # Errors
-/// 401, 403, 404, 429.
+/// 401, 403 (token, or `not_admitted`: under admission, not signed by the worker), 404, 429.
 pub async fn deregister(
     State(state): State<AppState>,
     PathParam(id): PathParam,
@@ -396,8 +472,17 @@ pub async fn deregister(
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     admit(&state, &headers, client, "deregister")?;
-    let outcome = state.directory.deregister(&id);
-    state.registry_admissions.remove(&id);
+    let outcome = if enforced(&state) {
+        heartbeat_admission(&state, &id)
+            .and_then(|_| check_request_signature(&state, &id, "deregister", &headers, &[]))
+    } else {
+        Ok(())
+    }
+    .and_then(|()| {
+        let gone = state.directory.deregister(&id);
+        state.registry_admissions.remove(&id);
+        gone
+    });
     state.metrics.registry_call(
         "deregister",
         outcome.as_ref().map_or_else(GatewayError::code, |()| "ok"),

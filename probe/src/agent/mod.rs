@@ -184,8 +184,9 @@ pub async fn run(
     };
     let registry = match (cfg.registry_base(), &cfg.registry_token) {
         (Some(base), Some(token)) => {
-            // Registrations are signed with the node key, as DHT records are, so that an
-            // admission-enforcing gateway can tell this worker from one that copied its token.
+            // Registrations, heartbeats and deregistrations are signed with the node key, as
+            // DHT records are, so that an admission-enforcing gateway can tell this worker from
+            // another agent holding the same registry token or a copy of its admission token.
             std::fs::create_dir_all(&cfg.state_dir)?;
             let client = Coordinator::new(&base, token.clone())
                 .map_err(http_err)?
