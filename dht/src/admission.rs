@@ -123,15 +123,31 @@ impl FromStr for OperatorKey {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let peer = PeerId::from_str(s.trim())
             .map_err(|_| AdmissionError::BadOperatorKey("not a peer id"))?;
-        let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
-        // Identity multihash (code 0): the digest is the protobuf-encoded public key.
-        if mh.code() != 0 {
-            return Err(AdmissionError::NotEd25519);
-        }
-        let key = PublicKey::try_decode_protobuf(mh.digest())
-            .map_err(|_| AdmissionError::BadOperatorKey("does not decode"))?;
+        let key = inline_public_key(&peer).map_err(|e| match e {
+            InlineKeyError::Hashed => AdmissionError::NotEd25519,
+            InlineKeyError::Undecodable => AdmissionError::BadOperatorKey("does not decode"),
+        })?;
         Self::from_public(key)
     }
+}
+
+/// Why a peer id yields no public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InlineKeyError {
+    /// The id is a hash of its key (large key types), not the key itself.
+    Hashed,
+    /// The id's bytes do not decode as a public key.
+    Undecodable,
+}
+
+/// The public key a peer id carries inline: for small keys (Ed25519) the id is an identity
+/// multihash (code 0) whose digest is the protobuf-encoded key.
+pub(crate) fn inline_public_key(peer: &PeerId) -> Result<PublicKey, InlineKeyError> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return Err(InlineKeyError::Hashed);
+    }
+    PublicKey::try_decode_protobuf(mh.digest()).map_err(|_| InlineKeyError::Undecodable)
 }
 
 /// The signed payload.

@@ -19,9 +19,9 @@
 use std::str::FromStr;
 
 use libp2p::PeerId;
-use libp2p::identity::{Keypair, PublicKey};
+use libp2p::identity::Keypair;
 
-use crate::admission::{hex_decode, hex_encode};
+use crate::admission::{hex_decode, hex_encode, inline_public_key};
 
 /// Header with the signing time, ms since the Unix epoch.
 pub const SIGNED_AT_HEADER: &str = "x-gpumesh-signed-at";
@@ -99,19 +99,6 @@ pub fn sign(
         .map_err(|_| RequestSigError::BadSignature)
 }
 
-/// The public key inlined in an Ed25519 peer id (identity multihash).
-///
-/// # Errors
-/// [`RequestSigError::BadWorkerId`] for anything else.
-pub fn public_key_of(peer_id: &str) -> Result<PublicKey, RequestSigError> {
-    let peer = PeerId::from_str(peer_id).map_err(|_| RequestSigError::BadWorkerId)?;
-    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
-    if mh.code() != 0 {
-        return Err(RequestSigError::BadWorkerId);
-    }
-    PublicKey::try_decode_protobuf(mh.digest()).map_err(|_| RequestSigError::BadWorkerId)
-}
-
 /// Checks a request from `worker_id`: the headers' values (`None` when absent), the time
 /// against `now_ms` and `last_ms` (the newest time accepted from this worker, if any), and the
 /// signature. Returns the signing time, to remember as the new `last_ms`.
@@ -142,7 +129,10 @@ pub fn verify(
     if signed_at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
         return Err(RequestSigError::Skewed { signed_at_ms });
     }
-    let key = public_key_of(worker_id)?;
+    let key = PeerId::from_str(worker_id)
+        .ok()
+        .and_then(|peer| inline_public_key(&peer).ok())
+        .ok_or(RequestSigError::BadWorkerId)?;
     if !key.verify(&message(action, worker_id, signed_at_ms, body), &sig) {
         return Err(RequestSigError::BadSignature);
     }

@@ -64,16 +64,20 @@ fn signed(key: &Keypair, record: &WorkerRecord, token: Option<&AdmissionToken>) 
     .expect("signs")
 }
 
-async fn post(gw: &RunningGateway, path: &str, body: &Value) -> (StatusCode, Value) {
-    let resp = client()
-        .post(gw.url(path))
+/// Sends `req` with the registry token; the status and the body text.
+async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, String) {
+    let resp = req
         .bearer_auth(TOKEN)
-        .json(body)
         .send()
         .await
         .expect("gateway answers");
     let status = resp.status();
-    (status, resp.json().await.expect("JSON body"))
+    (status, resp.text().await.expect("body"))
+}
+
+async fn post(gw: &RunningGateway, path: &str, body: &Value) -> (StatusCode, Value) {
+    let (status, text) = answer(client().post(gw.url(path)).json(body)).await;
+    (status, serde_json::from_str(&text).expect("JSON body"))
 }
 
 /// A heartbeat (`Some(body)`) or deregistration (`None`) for worker `id`, signed by `key` at
@@ -107,14 +111,7 @@ async fn signed_call(
             ),
         None => req,
     };
-    let resp = req
-        .bearer_auth(TOKEN)
-        .body(bytes)
-        .send()
-        .await
-        .expect("gateway answers");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
+    let (status, text) = answer(req.body(bytes)).await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 

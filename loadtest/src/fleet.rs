@@ -57,6 +57,11 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
+    /// How long a stopped agent gets to drain and exit before it is given up on.
+    fn stop_limit(&self) -> Duration {
+        self.drain_grace + Duration::from_secs(10)
+    }
+
     /// Demo-speed defaults for `workers` agents of the gateway at `gateway_url`.
     pub fn new(workers: usize, gateway_url: &str, registry_token: &str) -> Self {
         Self {
@@ -277,7 +282,7 @@ impl Fleet {
         // kills hundreds of workers: holding the handles grew the heap ~7 MiB/h. Only the
         // report is kept.
         if let Some(task) = w.task.take() {
-            let limit = self.config.drain_grace + Duration::from_secs(10);
+            let limit = self.config.stop_limit();
             let id = w.id.clone();
             self.reapers
                 .spawn(async move { join(task, limit, &id).await });
@@ -293,7 +298,7 @@ impl Fleet {
         for w in &self.workers {
             w.stop.cancel();
         }
-        let limit = self.config.drain_grace + Duration::from_secs(10);
+        let limit = self.config.stop_limit();
         let mut reports = Vec::new();
         for w in &mut self.workers {
             if let Some(task) = w.task.take()

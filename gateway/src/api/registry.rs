@@ -472,17 +472,14 @@ pub async fn deregister(
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     admit(&state, &headers, client, "deregister")?;
-    let outcome = if enforced(&state) {
-        heartbeat_admission(&state, &id)
-            .and_then(|_| check_request_signature(&state, &id, "deregister", &headers, &[]))
-    } else {
-        Ok(())
-    }
-    .and_then(|()| {
-        let gone = state.directory.deregister(&id);
-        state.registry_admissions.remove(&id);
-        gone
-    });
+    // Both checks pass at once without admission.
+    let outcome = heartbeat_admission(&state, &id)
+        .and_then(|_| check_request_signature(&state, &id, "deregister", &headers, &[]))
+        .and_then(|()| {
+            let gone = state.directory.deregister(&id);
+            state.registry_admissions.remove(&id);
+            gone
+        });
     state.metrics.registry_call(
         "deregister",
         outcome.as_ref().map_or_else(GatewayError::code, |()| "ok"),
