@@ -14,6 +14,10 @@ pub struct Sample {
     pub t_s: f64,
     /// Resident memory of the process, MiB (`VmRSS`).
     pub rss_mib: f64,
+    /// The anonymous part of it, MiB (`RssAnon`: heap, thread stacks, any allocator's pages;
+    /// the rest is the binary and other mapped files). Its distance from
+    /// `heap_resident_mib` is memory held outside jemalloc.
+    pub rss_anon_mib: f64,
     /// Bytes the program holds from the allocator, MiB (jemalloc's `stats.allocated`; NaN,
     /// `null` in JSON, when the binary was built without feature `jemalloc`).
     pub heap_allocated_mib: f64,
@@ -22,6 +26,9 @@ pub struct Sample {
     pub heap_resident_mib: f64,
     /// Open file descriptors of the process (`/proc/self/fd`).
     pub open_fds: f64,
+    /// Threads of the process (`Threads`: runtime workers and the blocking pool, whose idle
+    /// threads exit after 10 s and whose stacks glibc caches).
+    pub threads: f64,
     /// Workers in the gateway's view (NaN, `null` in JSON, when it could not be read).
     pub view_workers: f64,
     /// Records in the gateway node's DHT store.
@@ -73,11 +80,13 @@ pub struct SoakReport {
 
 type Field = (&'static str, fn(&Sample) -> f64);
 
-const FIELDS: [Field; 9] = [
+const FIELDS: [Field; 11] = [
     ("rss_mib", |s| s.rss_mib),
+    ("rss_anon_mib", |s| s.rss_anon_mib),
     ("heap_allocated_mib", |s| s.heap_allocated_mib),
     ("heap_resident_mib", |s| s.heap_resident_mib),
     ("open_fds", |s| s.open_fds),
+    ("threads", |s| s.threads),
     ("view_workers", |s| s.view_workers),
     ("dht_records", |s| s.dht_records),
     ("dht_providers", |s| s.dht_providers),
@@ -140,19 +149,36 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
 
 /// Resident memory of this process, MiB (0 where `/proc` is unavailable).
 pub fn rss_mib() -> f64 {
+    status_field("VmRSS:") / 1024.0
+}
+
+/// Anonymous resident memory of this process, MiB (0 where `/proc` is unavailable).
+pub fn rss_anon_mib() -> f64 {
+    status_field("RssAnon:") / 1024.0
+}
+
+/// Threads of this process (0 where `/proc` is unavailable).
+pub fn threads() -> f64 {
+    status_field("Threads:")
+}
+
+/// The number after `key` in `/proc/self/status` (kB for sizes); 0 where it cannot be read.
+fn status_field(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let line = s.lines().find(|l| l.starts_with(key))?;
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
-        .map_or(0.0, |kib| kib / 1024.0)
+        .unwrap_or(0.0)
 }
 
 /// The allocator's figures for this process, MiB: (allocated to the program, resident). NaN
 /// for both unless the binary runs jemalloc (feature `jemalloc`), whose statistics say how
 /// much of the resident memory is live data and how much is freed memory kept by the
 /// allocator; glibc's equivalent (`mallinfo2`) needs `unsafe`, which this workspace forbids.
+/// A build with both `jemalloc` and `mimalloc` links jemalloc but allocates with mimalloc:
+/// jemalloc then holds nothing, and its zeros are not reported as the process's heap.
 pub fn allocator_mib() -> (f64, f64) {
     #[cfg(feature = "jemalloc")]
     {
@@ -161,6 +187,7 @@ pub fn allocator_mib() -> (f64, f64) {
         // The statistics are cached until the epoch advances.
         if epoch::advance().is_ok()
             && let (Ok(a), Ok(r)) = (stats::allocated::read(), stats::resident::read())
+            && a > 0
         {
             return (a as f64 / MIB, r as f64 / MIB);
         }
@@ -257,6 +284,8 @@ mod tests {
             (300.0, 300.0, 0.0)
         );
         assert!(rss_mib() > 0.0, "this process has resident memory");
+        assert!(rss_anon_mib() > 0.0 && rss_anon_mib() <= rss_mib());
+        assert!(threads() >= 1.0, "this process has a thread");
         assert!(open_fds() > 0.0, "this process has open descriptors");
     }
 }
