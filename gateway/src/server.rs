@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -102,6 +103,8 @@ pub struct Gateway {
     listener: TcpListener,
     state: AppState,
     dht: Option<DhtHandle>,
+    /// The view-file saver ([`dht::start`]): awaited at shutdown for its last write.
+    view_saver: Option<JoinHandle<()>>,
     dht_shutdown: CancellationToken,
 }
 
@@ -116,10 +119,11 @@ impl Gateway {
         let addr = config.listen;
         let mut registry = Registry::default();
         let dht_shutdown = CancellationToken::new();
-        let dht = if config.dht_enabled {
-            Some(dht::start(&config, &mut registry, dht_shutdown.clone()).await?)
+        let (dht, view_saver) = if config.dht_enabled {
+            let (handle, saver) = dht::start(&config, &mut registry, dht_shutdown.clone()).await?;
+            (Some(handle), saver)
         } else {
-            None
+            (None, None)
         };
         let state = build_state(config, registry)?;
         if let Some(handle) = &dht {
@@ -135,6 +139,9 @@ impl Gateway {
             Ok(listener) => listener,
             Err(source) => {
                 dht_shutdown.cancel();
+                if let Some(saver) = view_saver {
+                    saver.abort();
+                }
                 return Err(RunError::Bind { addr, source });
             }
         };
@@ -142,6 +149,7 @@ impl Gateway {
             listener,
             state,
             dht,
+            view_saver,
             dht_shutdown,
         })
     }
@@ -173,6 +181,7 @@ impl Gateway {
             listener,
             state,
             dht,
+            view_saver,
             dht_shutdown,
         } = self;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
@@ -206,6 +215,15 @@ impl Gateway {
             feeder.abort();
         }
         dht_shutdown.cancel();
+        // The saver writes the view once more on cancellation; a detached task would be cut
+        // off when the process (or an embedding runtime) ends right after this returns.
+        if let Some(saver) = view_saver
+            && tokio::time::timeout(Duration::from_secs(5), saver)
+                .await
+                .is_err()
+        {
+            warn!("worker view not saved within 5 s of shutdown");
+        }
         if let Some(handle) = dht
             && tokio::time::timeout(Duration::from_secs(5), handle.shutdown())
                 .await
