@@ -635,14 +635,15 @@ async fn take_sample(
     };
     let view = worker_count(http, url).await;
     let (heap_allocated_mib, heap_resident_mib) = crate::soak::allocator_mib();
+    let status = crate::soak::proc_status();
     Sample {
         t_s: start.elapsed().as_secs_f64(),
-        rss_mib: crate::soak::rss_mib(),
-        rss_anon_mib: crate::soak::rss_anon_mib(),
+        rss_mib: status.rss_mib,
+        rss_anon_mib: status.rss_anon_mib,
         heap_allocated_mib,
         heap_resident_mib,
         open_fds: crate::soak::open_fds(),
-        threads: crate::soak::threads(),
+        threads: status.threads,
         // NaN (reported as null) when the gateway did not answer: not a view of 0.
         view_workers: view.map_or(f64::NAN, |v| v as f64),
         dht_records: topo.as_ref().map_or(0.0, |t| t.records_stored as f64),

@@ -147,30 +147,36 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
         .collect()
 }
 
+/// Figures from one read of `/proc/self/status` (each 0 where `/proc` is unavailable).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcStatus {
+    /// Resident memory, MiB (`VmRSS`).
+    pub rss_mib: f64,
+    /// Anonymous resident memory, MiB (`RssAnon`).
+    pub rss_anon_mib: f64,
+    /// Threads (`Threads`).
+    pub threads: f64,
+}
+
+/// Reads this process's [`ProcStatus`].
+pub fn proc_status() -> ProcStatus {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ProcStatus {
+        rss_mib: field("VmRSS:") / 1024.0,
+        rss_anon_mib: field("RssAnon:") / 1024.0,
+        threads: field("Threads:"),
+    }
+}
+
 /// Resident memory of this process, MiB (0 where `/proc` is unavailable).
 pub fn rss_mib() -> f64 {
-    status_field("VmRSS:") / 1024.0
-}
-
-/// Anonymous resident memory of this process, MiB (0 where `/proc` is unavailable).
-pub fn rss_anon_mib() -> f64 {
-    status_field("RssAnon:") / 1024.0
-}
-
-/// Threads of this process (0 where `/proc` is unavailable).
-pub fn threads() -> f64 {
-    status_field("Threads:")
-}
-
-/// The number after `key` in `/proc/self/status` (kB for sizes); 0 where it cannot be read.
-fn status_field(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .unwrap_or(0.0)
+    proc_status().rss_mib
 }
 
 /// The allocator's figures for this process, MiB: (allocated to the program, resident). NaN
@@ -284,8 +290,9 @@ mod tests {
             (300.0, 300.0, 0.0)
         );
         assert!(rss_mib() > 0.0, "this process has resident memory");
-        assert!(rss_anon_mib() > 0.0 && rss_anon_mib() <= rss_mib());
-        assert!(threads() >= 1.0, "this process has a thread");
+        let status = proc_status();
+        assert!(status.rss_anon_mib > 0.0 && status.rss_anon_mib <= status.rss_mib);
+        assert!(status.threads >= 1.0, "this process has a thread");
         assert!(open_fds() > 0.0, "this process has open descriptors");
     }
 }
