@@ -50,6 +50,12 @@ for _i in range(1, 6):
     ADDR[f"w{_i}"] = f"{NET}.{10 + _i}"
 WORKERS = ["w1", "w2", "w3", "w4"]
 LATE = "w5"  # joins under netem in scenario c
+# Outsiders (scenario a, with a network key): x1 has no key, x2 another network's key.
+ADDR["x1"] = f"{NET}.31"
+ADDR["x2"] = f"{NET}.32"
+OUTSIDERS = ["x1", "x2"]
+# How long the outsiders get to show up in a view (discovery of a member takes ~0.6 s).
+OUTSIDER_WATCH_SECS = 10
 
 START = time.monotonic()
 STATE: dict = {
@@ -218,11 +224,15 @@ def start_gateway(role: str, bin_: str, seed_peer: str | None) -> None:
     ]
     if role == "gw" and seed_peer:
         argv += ["--seed", f"/ip4/{ADDR['seed']}/tcp/{DHT_PORT}/p2p/{seed_peer}"]
+    if STATE.get("psk"):
+        argv += ["--network-key-file", str(STATE["psk"])]
     # The registry token is never given: the DHT is the only discovery path tested here.
     spawn(role, role, argv, env={"GPUMESH_REGISTRY_TOKEN": ""})
 
 
-def start_worker(node: str, bin_: str, args: argparse.Namespace) -> None:
+def start_worker(node: str, bin_: str, args: argparse.Namespace,
+                 psk: Path | None | str = "network") -> None:
+    """psk: the network's key file (default), None for no key, or another file."""
     wd: Path = STATE["workdir"]
     state_dir = wd / node
     state_dir.mkdir(exist_ok=True)
@@ -238,6 +248,9 @@ def start_worker(node: str, bin_: str, args: argparse.Namespace) -> None:
         "--refresh-secs", str(args.refresh_secs),
         "--load-interval-ms", "1000",
     ]
+    key = STATE.get("psk") if psk == "network" else psk
+    if key:
+        argv += ["--network-key-file", str(key)]
     spawn(node, node, argv)
 
 
@@ -403,6 +416,48 @@ def scenario_a(bin_: str, args: argparse.Namespace) -> None:
     RESULTS["scenarios"]["a_discovery_gateway_s"] = t_gw and round(t_gw, 2)
     RESULTS["scenarios"]["a_discovery_seed_s"] = round(started, 2) if t_seed else None
     RESULTS["scenarios"]["a_routing"] = s
+    if STATE.get("psk"):
+        outsiders(bin_, args)
+
+
+def outsiders(bin_: str, args: argparse.Namespace) -> None:
+    """With a network key: agents without it (x1) or with another network's key (x2) reach
+    the gateways' DHT port and bootstrap endpoint but never join: no view lists them."""
+    log(f"a) outsiders: x1 without the network key, x2 with another key, "
+        f"{OUTSIDER_WATCH_SECS} s")
+    start_worker("x1", bin_, args, psk=None)
+    start_worker("x2", bin_, args, psk=STATE["other_psk"])
+    t0 = time.monotonic()
+    seen: set[str] = set()
+    polls = 0
+    wd: Path = STATE["workdir"]
+
+    def refused() -> dict[str, bool]:
+        out = {}
+        for x in OUTSIDERS:
+            text = (wd / f"{x}.log").read_text(errors="replace")
+            out[x] = "every known DHT seed failed" in text and "joined the DHT" not in text
+        return out
+
+    # Watch the views for OUTSIDER_WATCH_SECS, and on until both outsiders have logged their
+    # failed join (the join waits for its timeout), at most OUTSIDER_WATCH_SECS more.
+    while time.monotonic() - t0 < 2 * OUTSIDER_WATCH_SECS:
+        for gw in ("gw", "seed"):
+            v = view(gw) or set()
+            polls += 1
+            seen |= {n for n in v if n not in WORKERS}
+        if time.monotonic() - t0 >= OUTSIDER_WATCH_SECS and all(refused().values()):
+            break
+        time.sleep(0.2)
+    watched = time.monotonic() - t0
+    join_refused = refused()
+    for x in OUTSIDERS:
+        kill(x)
+    check("a.outsiders_never_listed", not seen and polls > 0,
+          f"{polls} view polls in {watched:.1f} s, listed: {sorted(seen) or 'none'}")
+    check("a.outsiders_cannot_join", all(join_refused.values()), json.dumps(join_refused))
+    RESULTS["scenarios"]["a_outsiders"] = {"view_polls": polls, "watched_s": round(watched, 1),
+                                           "listed": sorted(seen), "join_refused": join_refused}
 
 
 def scenario_b(args: argparse.Namespace) -> None:
@@ -582,6 +637,9 @@ def main() -> int:
     ap.add_argument("--budget-secs", type=float, default=280)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--no-network-key", action="store_true",
+                    help="run an open DHT (default: every node shares a pnet key, and "
+                         "scenario a checks that outsiders cannot join)")
     args = ap.parse_args()
 
     why = preflight()
@@ -618,7 +676,14 @@ def main() -> int:
             links = "veth" if have_netem() else "tap"
         RESULTS["links"] = links
         log(f"worker links: {links}")
-        setup_network(["gw", "seed", *WORKERS, LATE],
+        if not args.no_network_key:
+            STATE["psk"] = wd / "network.psk"
+            STATE["other_psk"] = wd / "other.psk"
+            sh(bin_, "keygen", "--network-key", str(STATE["psk"]))
+            sh(bin_, "keygen", "--network-key", str(STATE["other_psk"]))
+        RESULTS["network_key"] = not args.no_network_key
+        outsiders_net = OUTSIDERS if not args.no_network_key and "a" in args.scenarios else []
+        setup_network(["gw", "seed", *WORKERS, LATE, *outsiders_net],
                       set(WORKERS + [LATE]) if links == "tap" else set())
         seed_peer = peer_id_of(bin_, wd / "seed.key")
         peer_id_of(bin_, wd / "gw.key")

@@ -79,8 +79,12 @@ pub struct Report {
     pub central_calls_in_window: f64,
     /// Those calls per worker per day, extrapolated from the window.
     pub central_calls_per_worker_day: f64,
-    /// Bootstrap calls per worker over its whole life (once per start with the DHT).
-    pub bootstrap_calls_at_startup_per_worker: f64,
+    /// Agents whose final report came back: the fleet plus those that churn and chaos started
+    /// (an agent that fails to stop in time is logged and missing here).
+    pub agent_starts: usize,
+    /// Bootstrap calls per agent start, over the agents' whole lives (one with the DHT; more
+    /// when a join fails and the cached seeds are refetched).
+    pub bootstrap_calls_per_agent_start: f64,
     /// DHT messages per second seen by the gateway's node during the window.
     pub dht_messages_per_s: f64,
     /// `gateway-restart`: seconds from restart until every worker is listed again.
@@ -149,8 +153,11 @@ impl Report {
             format!("{:.2}", self.central_calls_per_worker_day),
         );
         row(
-            "bootstrap calls per worker at start",
-            format!("{:.2}", self.bootstrap_calls_at_startup_per_worker),
+            "bootstrap calls per agent start (starts)",
+            format!(
+                "{:.2} ({})",
+                self.bootstrap_calls_per_agent_start, self.agent_starts
+            ),
         );
         row(
             "DHT messages/s at the gateway",

@@ -536,7 +536,10 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
         errors: summary.errors,
         central_calls_in_window: calls,
         central_calls_per_worker_day: calls / config.workers as f64 / window_s * 86_400.0,
-        bootstrap_calls_at_startup_per_worker: startup_calls as f64 / config.workers as f64,
+        agent_starts: reports.len(),
+        // Per start, not per configured worker: a soak or chaos run starts more agents than
+        // `--workers` (a 60-minute soak: 300 + 540), and each calls bootstrap once.
+        bootstrap_calls_per_agent_start: startup_calls as f64 / reports.len().max(1) as f64,
         dht_messages_per_s: messages / window_s,
         view_recovery_s,
         failed_worker_traffic_stop_s: chaos.as_ref().and_then(|c| c.traffic_stop_max_s),

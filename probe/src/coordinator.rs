@@ -54,6 +54,11 @@ pub enum CoordinatorError {
          `--admission FILE` holding a valid token from `gpumesh admit`"
     )]
     NotAdmitted(String),
+    /// 409 `stale_record`: the gateway already holds this record, or a newer one, from the DHT
+    /// (a DHT write that the agent counted as failed reached this gateway after all). Not a
+    /// failure of the registry: retrying the same record would only be refused again.
+    #[error("the gateway already holds this record or a newer one ({0})")]
+    AlreadyHeld(String),
     /// Transport or server error.
     #[error("registry request failed: {0}")]
     Request(String),
@@ -196,6 +201,14 @@ impl Coordinator {
             s @ StatusCode::UNAUTHORIZED => Err(CoordinatorError::Unauthorized(s.as_u16())),
             s => {
                 let body = read_capped(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
+                if s == StatusCode::CONFLICT
+                    && let Ok(e) = serde_json::from_slice::<ErrorBody>(&body)
+                    && e.code == "stale_record"
+                {
+                    return Err(CoordinatorError::AlreadyHeld(
+                        e.message.chars().take(300).collect(),
+                    ));
+                }
                 Err(CoordinatorError::Request(format!(
                     "HTTP {s}: {}",
                     String::from_utf8_lossy(&body)

@@ -142,3 +142,27 @@ async fn not_admitted_is_told_apart_from_a_wrong_token() {
         Err(CoordinatorError::Unauthorized(403))
     ));
 }
+
+/// 409 `stale_record` (the gateway holds this record or a newer one, from the DHT) is its own
+/// answer, not a failed request; another 409 is still a failure.
+#[tokio::test]
+async fn stale_record_means_the_gateway_already_holds_the_record() {
+    let dir = support::temp_dir("registry-stale");
+    let id = worker_id(&dir).unwrap();
+    let stale = serde_json::json!({"code": "stale_record", "fault": "client",
+        "message": "stale record: seq 4 is older than the held 5"});
+    let (url, _, _stop) = registry(StatusCode::CONFLICT, stale).await;
+    let client = Coordinator::new(&url, Secret::new("t")).unwrap();
+    match client.register(&record(&id)).await {
+        Err(CoordinatorError::AlreadyHeld(why)) => assert!(why.contains("seq 4"), "{why}"),
+        other => panic!("expected AlreadyHeld, got {other:?}"),
+    }
+
+    let other = serde_json::json!({"code": "conflict", "fault": "client", "message": "no"});
+    let (url, _, _stop2) = registry(StatusCode::CONFLICT, other).await;
+    let client = Coordinator::new(&url, Secret::new("t")).unwrap();
+    assert!(matches!(
+        client.register(&record(&id)).await,
+        Err(CoordinatorError::Request(_))
+    ));
+}

@@ -106,7 +106,7 @@ pub enum Refused {
     #[error("invalid record: {0}")]
     Invalid(&'static str),
     /// An older `seq` than the record held.
-    #[error("stale record (seq {got} ≤ {have})")]
+    #[error("seq {got} is not newer than the held {have}")]
     Stale {
         /// Sequence number received.
         got: u64,

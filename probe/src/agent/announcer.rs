@@ -7,6 +7,12 @@
 //! refresh interval to live, and the next write can still fall back in time). Leaving on the
 //! first timeout made a loaded network flap between the DHT and the registry and sent every
 //! such worker to the central endpoint.
+//!
+//! A DHT write can also count as failed (too few of the closest nodes answered in time) and
+//! still reach the gateway. The registry then answers 409 `stale_record` (it holds this record
+//! or a newer one, from the DHT); the worker takes that as "the gateway has it" and stays on
+//! the DHT instead of retrying the registration with back-off — each retry was a central call
+//! that could not succeed (667 of them in one 60-minute soak).
 
 use gpumesh_dht::record::WorkerRecord;
 use tracing::{info, warn};
@@ -15,7 +21,7 @@ use tracing::{info, warn};
 pub(crate) const MAX_MISSED_DHT_WRITES: u32 = 1;
 
 use super::dht_link::DhtLink;
-use super::registry_link::RegistryLink;
+use super::registry_link::{Outcome, RegistryLink};
 
 /// Which channel carries the record now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,15 +99,30 @@ impl Announcer {
                 return true;
             }
         }
-        if let Some(reg) = &mut self.registry
-            && (if refresh_only && reg.is_registered() {
+        if let Some(reg) = &mut self.registry {
+            let outcome = if refresh_only && reg.is_registered() {
                 reg.beat(record).await
             } else {
                 reg.publish(record).await
-            })
-        {
-            self.set_route(Route::Registry);
-            return true;
+            };
+            match outcome {
+                Outcome::Held => {
+                    self.set_route(Route::Registry);
+                    return true;
+                }
+                Outcome::HeldViaDht => {
+                    // The DHT write counted as failed reached this gateway after all (its
+                    // registry answered 409 `stale_record`): stay on the DHT rather than
+                    // retry a central call that cannot succeed.
+                    if self.dht.is_some() {
+                        self.dht_held_until_ms = record.expires_at_ms;
+                        self.dht_missed = 0;
+                        self.set_route(Route::Dht);
+                    }
+                    return true;
+                }
+                Outcome::Failed => {}
+            }
         }
         self.set_route(Route::Nowhere);
         false
@@ -115,7 +136,7 @@ impl Announcer {
                 None => false,
             },
             Route::Registry => match &mut self.registry {
-                Some(reg) => reg.publish(record).await,
+                Some(reg) => reg.publish(record).await.held(),
                 None => false,
             },
             Route::Nowhere => false,
@@ -150,5 +171,84 @@ impl Announcer {
             reg.withdraw().await;
         }
         self.set_route(Route::Nowhere);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use gpumesh_dht::Timings;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::dht_link::DhtSettings;
+    use super::*;
+    use crate::bootstrap::Bootstrapper;
+    use crate::coordinator::Coordinator;
+    use crate::tunnel::Secret;
+
+    /// A registry on loopback answering every registration with `status` and error `code`.
+    async fn registry(status: StatusCode, code: &'static str) -> String {
+        let answer = move || async move {
+            let body = serde_json::json!({"code": code, "fault": "client", "message": "test"});
+            (status, Json(body))
+        };
+        let app = Router::new().route("/api/workers/register", post(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// A DHT link that cannot join (no bootstrap URL, no cache) beside the registry at `url`.
+    fn announcer(url: &str) -> Announcer {
+        let settings = DhtSettings {
+            key_path: "unused-node.key".into(),
+            port: 0,
+            timings: Timings::fast(),
+            join_timeout: Duration::from_millis(100),
+            shutdown: CancellationToken::new(),
+            admission: None,
+            network_key: None,
+        };
+        let dht = DhtLink::new(Bootstrapper::new(None, None).unwrap(), settings);
+        let registry = RegistryLink::new(Coordinator::new(url, Secret::new("t")).unwrap());
+        Announcer::new(Some(dht), Some(registry))
+    }
+
+    fn calls(a: &Announcer) -> u64 {
+        a.registry.as_ref().map_or(0, RegistryLink::calls)
+    }
+
+    #[tokio::test]
+    async fn stale_record_keeps_the_worker_on_the_dht_without_back_off() {
+        let mut a = announcer(&registry(StatusCode::CONFLICT, "stale_record").await);
+        let record = WorkerRecord::new(vec!["ocr".into()], "https://w.example.org");
+        assert!(
+            a.publish(&record, false).await,
+            "the gateway holds the record"
+        );
+        assert_eq!(a.route(), Route::Dht);
+        assert!(!a.registry.as_ref().unwrap().is_registered());
+        // Not a failure: the next publication is not held back by a back-off.
+        assert!(a.publish(&record, false).await);
+        assert_eq!(calls(&a), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_registration_backs_off() {
+        let mut a = announcer(&registry(StatusCode::INTERNAL_SERVER_ERROR, "internal").await);
+        let record = WorkerRecord::new(vec!["ocr".into()], "https://w.example.org");
+        assert!(!a.publish(&record, false).await);
+        assert_eq!(a.route(), Route::Nowhere);
+        assert!(!a.publish(&record, false).await);
+        assert_eq!(
+            calls(&a),
+            1,
+            "the second registration waits for the back-off"
+        );
     }
 }

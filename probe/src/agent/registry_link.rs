@@ -3,10 +3,29 @@
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::WorkerRecord;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::coordinator::{Coordinator, CoordinatorError, HeartbeatRequest};
+
+/// What a registration or heartbeat achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The registry holds the record (or took the fresh figures).
+    Held,
+    /// 409 `stale_record`: the gateway already holds this record or a newer one from the DHT.
+    /// No back-off: nothing failed, and re-sending the same record would only be refused again.
+    HeldViaDht,
+    /// The call failed; the next one waits for the back-off.
+    Failed,
+}
+
+impl Outcome {
+    /// Whether the gateway holds the record, by either path.
+    pub(crate) fn held(self) -> bool {
+        self != Self::Failed
+    }
+}
 
 /// The worker's standing with the gateway registry.
 #[derive(Debug)]
@@ -55,10 +74,10 @@ impl RegistryLink {
     }
 
     /// Registers the full record (also used after a material change: the registry replaces
-    /// the entry). Returns whether the gateway now holds this record.
-    pub(crate) async fn publish(&mut self, record: &WorkerRecord) -> bool {
+    /// the entry).
+    pub(crate) async fn publish(&mut self, record: &WorkerRecord) -> Outcome {
         if self.backing_off() {
-            return false;
+            return Outcome::Failed;
         }
         match self.client.register(record).await {
             Ok(r) => {
@@ -70,11 +89,17 @@ impl RegistryLink {
                 self.last_beat = Some(Instant::now());
                 self.backoff.reset();
                 self.retry_at = None;
-                true
+                Outcome::Held
+            }
+            Err(CoordinatorError::AlreadyHeld(why)) => {
+                debug!(seq = record.seq, %why, "the gateway already holds this record from the DHT");
+                self.backoff.reset();
+                self.retry_at = None;
+                Outcome::HeldViaDht
             }
             Err(e) => {
                 self.failed("register", &e);
-                false
+                Outcome::Failed
             }
         }
     }
@@ -90,9 +115,8 @@ impl RegistryLink {
         }
     }
 
-    /// A heartbeat now; re-registers when the gateway forgot the worker. Returns whether the
-    /// gateway holds fresh figures.
-    pub(crate) async fn beat(&mut self, record: &WorkerRecord) -> bool {
+    /// A heartbeat now; re-registers when the gateway forgot the worker.
+    pub(crate) async fn beat(&mut self, record: &WorkerRecord) -> Outcome {
         let Some(id) = self.registered.clone() else {
             return self.publish(record).await;
         };
@@ -105,7 +129,7 @@ impl RegistryLink {
             Ok(()) => {
                 self.last_beat = Some(Instant::now());
                 self.backoff.reset();
-                true
+                Outcome::Held
             }
             Err(CoordinatorError::Unknown(_)) => {
                 info!("registry forgot this worker; registering again");
@@ -114,7 +138,7 @@ impl RegistryLink {
             }
             Err(e) => {
                 self.failed("heartbeat", &e);
-                false
+                Outcome::Failed
             }
         }
     }
