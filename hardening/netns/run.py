@@ -425,12 +425,14 @@ def outsiders(bin_: str, args: argparse.Namespace) -> None:
     the gateways' DHT port and bootstrap endpoint but never join: no view lists them."""
     log(f"a) outsiders: x1 without the network key, x2 with another key, "
         f"{OUTSIDER_WATCH_SECS} s")
+    wd: Path = STATE["workdir"]
+    other_key = wd / "other.psk"
+    sh(bin_, "keygen", "--network-key", str(other_key))
     start_worker("x1", bin_, args, psk=None)
-    start_worker("x2", bin_, args, psk=STATE["other_psk"])
+    start_worker("x2", bin_, args, psk=other_key)
     t0 = time.monotonic()
     seen: set[str] = set()
     polls = 0
-    wd: Path = STATE["workdir"]
 
     def refused() -> dict[str, bool]:
         out = {}
@@ -678,9 +680,7 @@ def main() -> int:
         log(f"worker links: {links}")
         if not args.no_network_key:
             STATE["psk"] = wd / "network.psk"
-            STATE["other_psk"] = wd / "other.psk"
             sh(bin_, "keygen", "--network-key", str(STATE["psk"]))
-            sh(bin_, "keygen", "--network-key", str(STATE["other_psk"]))
         RESULTS["network_key"] = not args.no_network_key
         outsiders_net = OUTSIDERS if not args.no_network_key and "a" in args.scenarios else []
         setup_network(["gw", "seed", *WORKERS, LATE, *outsiders_net],

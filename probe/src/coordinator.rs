@@ -189,33 +189,29 @@ impl Coordinator {
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(CoordinatorError::Unknown(id.to_owned())),
-            StatusCode::FORBIDDEN => {
-                let body = read_capped(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
-                match serde_json::from_slice::<ErrorBody>(&body) {
-                    Ok(e) if e.code == "not_admitted" => Err(CoordinatorError::NotAdmitted(
-                        e.message.chars().take(300).collect(),
-                    )),
-                    _ => Err(CoordinatorError::Unauthorized(403)),
-                }
-            }
             s @ StatusCode::UNAUTHORIZED => Err(CoordinatorError::Unauthorized(s.as_u16())),
             s => {
+                // The gateway's JSON error `code` tells the refusals that need their own
+                // handling apart; anything else is a failed request.
                 let body = read_capped(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
-                if s == StatusCode::CONFLICT
-                    && let Ok(e) = serde_json::from_slice::<ErrorBody>(&body)
-                    && e.code == "stale_record"
-                {
-                    return Err(CoordinatorError::AlreadyHeld(
-                        e.message.chars().take(300).collect(),
-                    ));
+                let refusal = serde_json::from_slice::<ErrorBody>(&body).ok();
+                let message = |e: ErrorBody| e.message.chars().take(300).collect();
+                match (s, refusal) {
+                    (StatusCode::FORBIDDEN, Some(e)) if e.code == "not_admitted" => {
+                        Err(CoordinatorError::NotAdmitted(message(e)))
+                    }
+                    (StatusCode::FORBIDDEN, _) => Err(CoordinatorError::Unauthorized(403)),
+                    (StatusCode::CONFLICT, Some(e)) if e.code == "stale_record" => {
+                        Err(CoordinatorError::AlreadyHeld(message(e)))
+                    }
+                    _ => Err(CoordinatorError::Request(format!(
+                        "HTTP {s}: {}",
+                        String::from_utf8_lossy(&body)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ))),
                 }
-                Err(CoordinatorError::Request(format!(
-                    "HTTP {s}: {}",
-                    String::from_utf8_lossy(&body)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                )))
             }
         }
     }

@@ -62,6 +62,12 @@ impl RegistryLink {
         self.retry_at.is_some_and(|t| Instant::now() < t)
     }
 
+    /// The registry answered: the next call need not wait.
+    fn answered(&mut self) {
+        self.backoff.reset();
+        self.retry_at = None;
+    }
+
     fn failed(&mut self, what: &str, e: &CoordinatorError) {
         let d = self.backoff.next_delay();
         if matches!(e, CoordinatorError::NotAdmitted(_)) {
@@ -87,14 +93,12 @@ impl RegistryLink {
                 self.heartbeat_every = Duration::from_secs(r.heartbeat_interval_secs.clamp(1, 300));
                 self.registered = Some(r.worker_id);
                 self.last_beat = Some(Instant::now());
-                self.backoff.reset();
-                self.retry_at = None;
+                self.answered();
                 Outcome::Held
             }
             Err(CoordinatorError::AlreadyHeld(why)) => {
                 debug!(seq = record.seq, %why, "the gateway already holds this record from the DHT");
-                self.backoff.reset();
-                self.retry_at = None;
+                self.answered();
                 Outcome::HeldViaDht
             }
             Err(e) => {
