@@ -6,6 +6,7 @@
 //! [`RegistryView`] merged from records and signed load heartbeats. See `docs/dht.md`.
 //!
 //! Layout:
+//! - [`rules`]: the rulebook every crate applies to records (names, limits, stamps, clock).
 //! - [`record`]: the worker record schema.
 //! - [`admission`]: operator-signed admission tokens and the keys that check them.
 //! - [`signed`]: signed envelopes around records; verification.
@@ -38,6 +39,7 @@ pub mod node;
 pub mod record;
 pub mod registry;
 pub mod request;
+pub mod rules;
 pub mod signed;
 pub mod testnet;
 mod transport;

@@ -31,6 +31,6 @@ pub mod select;
 pub mod server;
 
 pub use config::{Config, ConfigError};
-pub use directory::{Directory, DirectoryEvent, Source};
+pub use directory::{AttemptLog, AttemptLogs, Directory, DirectoryEvent, Source};
 pub use error::GatewayError;
 pub use server::{Gateway, RunError, run};

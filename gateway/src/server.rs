@@ -167,6 +167,12 @@ impl Gateway {
         &self.state
     }
 
+    /// A read-only handle on what this gateway sent to each worker and how it went, kept
+    /// after a worker leaves the view (load tests read it to time a killed worker's exit).
+    pub fn attempt_logs(&self) -> crate::directory::AttemptLogs {
+        crate::directory::AttemptLogs::new(std::sync::Arc::clone(&self.state.directory))
+    }
+
     /// The DHT node's handle, when one runs.
     pub fn dht(&self) -> Option<&DhtHandle> {
         self.dht.as_ref()

@@ -191,6 +191,21 @@ pub struct AttemptLog {
     pub failures: u64,
 }
 
+/// A cheap, cloneable, read-only handle on a gateway's [`AttemptLog`]s.
+#[derive(Debug, Clone)]
+pub struct AttemptLogs(std::sync::Arc<Directory>);
+
+impl AttemptLogs {
+    pub(crate) fn new(directory: std::sync::Arc<Directory>) -> Self {
+        Self(directory)
+    }
+
+    /// The log of worker `id`, also after it left the view.
+    pub fn get(&self, id: &str) -> Option<AttemptLog> {
+        self.0.attempt_log(id)
+    }
+}
+
 /// Attempt logs kept beyond the view's own workers (departed ones), at most.
 const DEPARTED_LOGS: usize = 4096;
 
