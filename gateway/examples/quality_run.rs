@@ -63,7 +63,7 @@ struct Sample {
 }
 
 fn record(id: &str, model: &str, url: &str) -> WorkerRecord {
-    let now = gpumesh_gateway::directory::unix_ms();
+    let now = gpumesh_dht::rules::unix_ms();
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,

@@ -33,6 +33,9 @@ pub struct Config {
     pub dht_view_file: Option<PathBuf>,
     /// DHT timings; `None`: production values (tests use `Timings::fast()`).
     pub dht_timings: Option<Timings>,
+    /// DHT sizes (tests and in-process networks; every node of a network must agree on the
+    /// replication factor and shards). `None`: the defaults.
+    pub dht_sizing: Option<gpumesh_dht::config::Sizing>,
     /// Bearer token of the coordinator fallback registry; `None` disables the registry.
     pub registry_token: Option<String>,
     /// How long a registry entry lives without a heartbeat.
@@ -71,6 +74,21 @@ pub struct Config {
 
 /// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
 /// appear as paths only (their contents are never read into the config).
+/// The smallest `--max-header-bytes` hyper accepts (its minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// Splits a seed multiaddr `/…/p2p/<peer id>` into `(peer id, multiaddr)`.
+pub fn parse_seed(addr: &str) -> Option<(String, String)> {
+    let addr = addr.trim();
+    if !addr.starts_with('/') {
+        return None;
+    }
+    let (_, peer) = addr.rsplit_once("/p2p/")?;
+    let valid =
+        !peer.is_empty() && peer.len() <= 128 && peer.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then(|| (peer.to_owned(), addr.to_owned()))
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let token = self.registry_token.as_ref().map(|_| "<redacted>");
@@ -85,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("dht_admission_operators", &self.dht_admission_operators)
             .field("dht_view_file", &self.dht_view_file)
             .field("dht_timings", &self.dht_timings)
+            .field("dht_sizing", &self.dht_sizing)
             .field("registry_token", &token)
             .field("registry_ttl", &self.registry_ttl)
             .field("allow_private_upstreams", &self.allow_private_upstreams)
@@ -117,6 +136,7 @@ impl Default for Config {
             dht_admission_operators: Vec::new(),
             dht_view_file: None,
             dht_timings: None,
+            dht_sizing: None,
             registry_token: None,
             registry_ttl: Duration::from_secs(90),
             allow_private_upstreams: false,
@@ -172,7 +192,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for seed in &self.seeds {
             let parsed = seed.parse::<Multiaddr>().is_ok();
-            if !parsed || crate::api::bootstrap::parse_seed(seed).is_none() {
+            if !parsed || parse_seed(seed).is_none() {
                 return Err(ConfigError::BadSeed(seed.clone()));
             }
         }
@@ -193,9 +213,9 @@ impl Config {
         if !self.dht_enabled && self.registry_token.is_none() {
             return Err(ConfigError::NoSource);
         }
-        if self.max_header_bytes < crate::server::MIN_HEADER_BYTES {
+        if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError::HeaderLimit {
-                min: crate::server::MIN_HEADER_BYTES,
+                min: MIN_HEADER_BYTES,
                 got: self.max_header_bytes,
             });
         }

@@ -6,7 +6,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::types::ErrorBody;
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+use crate::types::ErrorBody;
 
 /// Who caused a failure: the caller, a worker, or the gateway itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,3 +195,33 @@ impl IntoResponse for GatewayError {
         response
     }
 }
+
+/// Why the gateway could not start or stopped with an error (the operator's or host's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The HTTP listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The forwarding client could not be built (TLS initialisation).
+    #[error("cannot build the forwarding client: {0}")]
+    Client(#[from] ClientError),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// The DHT node failed to start.
+    #[error("DHT node failed: {0}")]
+    Dht(String),
+}
+
+/// Why the forwarding client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);

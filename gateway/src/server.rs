@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -35,42 +35,19 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState, ClientAddr, Shared};
-use crate::config::{Config, ConfigError};
-use crate::dht::{self, DhtSnapshot, DhtStatus};
-use crate::directory::Directory;
+use crate::config::{Config, MIN_HEADER_BYTES};
+use crate::directory::{AttemptLogs, Directory};
+pub use crate::error::RunError;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::policy::UpstreamPolicy;
 use crate::ratelimit::RateLimiter;
+use crate::sources::dht::{self, DhtSnapshot, DhtStatus};
+use crate::sources::registry::RegistrySource;
 use gpumesh_dht::DhtHandle;
 
 /// How long in-flight requests may take to finish after shutdown starts.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
-
-/// Why the gateway could not start or stopped with an error (the operator's or host's fault).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// The HTTP listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The forwarding client could not be built (TLS initialisation).
-    #[error("cannot build the forwarding client: {0}")]
-    Client(#[from] crate::forward::ClientError),
-    /// The HTTP server failed.
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
-    /// The DHT node failed to start.
-    #[error("DHT node failed: {0}")]
-    Dht(String),
-}
 
 /// Builds the shared state (no sockets). `registry` receives the gateway's metrics; the DHT
 /// node registers its own into the same registry before it is frozen here.
@@ -81,19 +58,19 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
     config.validate()?;
     let metrics = Metrics::register(&mut registry);
     let policy = UpstreamPolicy::new(config.allow_private_upstreams);
-    let seed = u64::from(std::process::id()) ^ crate::directory::unix_ms();
+    let seed = u64::from(std::process::id()) ^ gpumesh_dht::rules::unix_ms();
     let directory = Arc::new(Directory::new(policy, metrics.clone(), seed));
     let forwarder = Forwarder::new(&config, metrics.clone())?;
+    let workers_registry = RegistrySource::new(&config, Arc::clone(&directory), metrics.clone());
     Ok(AppState::new(Shared {
         bootstrap_limiter: Arc::new(RateLimiter::per_minute(config.bootstrap_rate_per_min)),
-        registry_limiter: Arc::new(RateLimiter::per_minute(config.registry_rate_per_min)),
-        registry_admissions: crate::api::registry::Admissions::default(),
+        registry: Arc::new(workers_registry),
         dht: Arc::new(DhtStatus::new(config.dht_enabled)),
         config: Arc::new(config),
         directory,
         forwarder,
         metrics,
-        registry: Arc::new(registry),
+        metrics_registry: Arc::new(registry),
     }))
 }
 
@@ -169,8 +146,8 @@ impl Gateway {
 
     /// A read-only handle on what this gateway sent to each worker and how it went, kept
     /// after a worker leaves the view (load tests read it to time a killed worker's exit).
-    pub fn attempt_logs(&self) -> crate::directory::AttemptLogs {
-        crate::directory::AttemptLogs::new(std::sync::Arc::clone(&self.state.directory))
+    pub fn attempt_logs(&self) -> AttemptLogs {
+        AttemptLogs::new(Arc::clone(&self.state.directory))
     }
 
     /// The DHT node's handle, when one runs.
@@ -250,14 +227,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Gateway::bind(config).await?.serve(shutdown).await
 }
 
-/// Drops expired registry entries and records once a second.
+/// Drops entries whose source's lease ended, once a second.
 async fn sweep(directory: Arc<Directory>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => { directory.expire(Instant::now()); }
+            _ = tick.tick() => { directory.expire(gpumesh_dht::rules::unix_ms()); }
         }
     }
 }
@@ -297,9 +274,6 @@ impl HttpLimits {
         builder
     }
 }
-
-/// The smallest `--max-header-bytes` hyper accepts (its minimum read buffer).
-pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// Accepts connections until `shutdown`, serving each on its own task (tracked by `tracker`,
 /// told to shut down gracefully on `shutdown`).
@@ -377,31 +351,6 @@ async fn serve_connection(
     }
 }
 
-/// The route templates of the forward route, as the router names them (metrics labels).
-const FORWARD_ROUTES: [&str; 3] = [
-    "/api/service/{service}",
-    "/api/service/{service}/",
-    "/api/service/{service}/{*path}",
-];
-
-/// The router's template for `path` when it is a forward request with a non-empty service
-/// segment; `None` for everything the router should see.
-fn forward_route(path: &str) -> Option<&'static str> {
-    let rest = path.strip_prefix("/api/service/")?;
-    let (service, tail) = match rest.split_once('/') {
-        Some((service, tail)) => (service, Some(tail)),
-        None => (rest, None),
-    };
-    if service.is_empty() {
-        return None;
-    }
-    Some(match tail {
-        None => FORWARD_ROUTES[0],
-        Some("") => FORWARD_ROUTES[1],
-        Some(_) => FORWARD_ROUTES[2],
-    })
-}
-
 /// One connection's request handler: the forward route directly, the rest via the router.
 #[derive(Clone)]
 struct Dispatch {
@@ -419,7 +368,7 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
-        match forward_route(req.uri().path()) {
+        match api::service::forward_route(req.uri().path()) {
             Some(route) => {
                 let state = self.state.clone();
                 let client = ClientAddr(Some(self.peer));

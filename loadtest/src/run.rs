@@ -435,7 +435,7 @@ pub async fn run(config: LoadtestConfig) -> Result<Report, LoadtestError> {
                 .map(|&i| fleet.workers()[i].id.clone())
                 .collect();
             let killed_at = Instant::now();
-            let killed_at_ms = gpumesh_gateway::directory::unix_ms();
+            let killed_at_ms = gpumesh_dht::rules::unix_ms();
             for &i in &victims {
                 fleet.kill(i).await;
             }

@@ -159,6 +159,18 @@ impl Scheduler {
         self.table.remove(id)
     }
 
+    /// Whether any known worker offers `service` (O(1): the service index).
+    pub fn serves(&self, service: &str) -> bool {
+        self.table
+            .service_list(service)
+            .is_some_and(|l| !l.is_empty())
+    }
+
+    /// The services some known worker offers, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.table.services()
+    }
+
     /// The handle of a worker id.
     pub fn key_of(&self, id: &str) -> Option<WorkerKey> {
         self.table.key_of(id)

@@ -162,6 +162,14 @@ impl Table {
             .map(|&i| self.by_service[i].as_slice())
     }
 
+    /// Services with at least one worker.
+    pub(crate) fn services(&self) -> impl Iterator<Item = &str> {
+        self.services
+            .iter()
+            .filter(|&(_, &i)| !self.by_service[i].is_empty())
+            .map(|(s, _)| s.as_str())
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &WorkerEntry> {
         self.entries.iter().flatten()
     }

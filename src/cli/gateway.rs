@@ -150,6 +150,7 @@ impl Args {
             dht_admission_operators,
             dht_view_file: self.dht_view_file,
             dht_timings: None,
+            dht_sizing: None,
             registry_token,
             registry_ttl: Duration::from_secs(self.registry_ttl_secs),
             allow_private_upstreams: self.allow_private_upstreams,

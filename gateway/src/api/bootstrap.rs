@@ -11,22 +11,11 @@ use axum::response::Response;
 
 use super::types::{BootstrapResponse, Seed};
 use super::{AppState, ClientAddr, json, rate_limit};
+use crate::config::parse_seed;
 use crate::error::GatewayError;
 use crate::metrics::OutcomeLabels;
 
-/// Splits a seed multiaddr `/…/p2p/<peer id>` into `(peer id, multiaddr)`.
-pub fn parse_seed(addr: &str) -> Option<(String, String)> {
-    let addr = addr.trim();
-    if !addr.starts_with('/') {
-        return None;
-    }
-    let (_, peer) = addr.rsplit_once("/p2p/")?;
-    let valid =
-        !peer.is_empty() && peer.len() <= 128 && peer.bytes().all(|b| b.is_ascii_alphanumeric());
-    valid.then(|| (peer.to_owned(), addr.to_owned()))
-}
-
-/// The handler.
+/// `GET /api/dht/bootstrap`: this gateway's own DHT addresses and the configured seeds.
 ///
 /// # Errors
 /// 429 when the client is over its rate.

@@ -40,7 +40,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, GatewayEr
 /// `GET /metrics`: every metric in the shared registry, OpenMetrics text.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics_registry) {
         Ok(()) => {
             let mut response = text.into_response();
             response

@@ -12,10 +12,11 @@ use axum::response::Response;
 
 use super::types::RouteResponse;
 use super::{AppState, ClientAddr, PathParam, json};
-use crate::directory::{Finish, Requirements, valid_service_name};
+use gpumesh_scheduler::Outcome;
+
+use crate::directory::{Requirements, valid_service_name};
 use crate::error::GatewayError;
 use crate::forward::Outbound;
-use crate::metrics::RequestLabels;
 
 /// Header: minimum free VRAM on one GPU, in GiB (a decimal number).
 pub const MIN_VRAM_HEADER: &str = "x-gpumesh-min-vram-gib";
@@ -23,6 +24,31 @@ pub const MIN_VRAM_HEADER: &str = "x-gpumesh-min-vram-gib";
 pub const GPU_HEADER: &str = "x-gpumesh-gpu";
 /// Header: required capability tags, comma-separated.
 pub const CAPABILITY_HEADER: &str = "x-gpumesh-capability";
+
+/// The route templates of the forward route, as the router names them (metrics labels).
+pub const FORWARD_ROUTES: [&str; 3] = [
+    "/api/service/{service}",
+    "/api/service/{service}/",
+    "/api/service/{service}/{*path}",
+];
+
+/// The router's template for `path` when it is a forward request with a non-empty service
+/// segment; `None` for everything the router should see.
+pub fn forward_route(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/service/")?;
+    let (service, tail) = match rest.split_once('/') {
+        Some((service, tail)) => (service, Some(tail)),
+        None => (rest, None),
+    };
+    if service.is_empty() {
+        return None;
+    }
+    Some(match tail {
+        None => FORWARD_ROUTES[0],
+        Some("") => FORWARD_ROUTES[1],
+        Some(_) => FORWARD_ROUTES[2],
+    })
+}
 
 /// Builds the scheduler requirements from the path's service and the request headers.
 ///
@@ -102,20 +128,13 @@ pub async fn forward(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let (service, path) = match split_path(parts.uri.path()) {
-        Ok(split) => split,
-        Err(e) => {
-            count_unrouted(&state, "unknown", &e, started);
-            return Err(e);
-        }
+    let unrouted = |service: &str, e: GatewayError| {
+        let requests = state.forwarder.requests();
+        requests.error(&state.directory, service, &e, None, started);
+        e
     };
-    let requirements = match requirements(&service, &parts.headers) {
-        Ok(r) => r,
-        Err(e) => {
-            count_unrouted(&state, &service, &e, started);
-            return Err(e);
-        }
-    };
+    let (service, path) = split_path(parts.uri.path()).map_err(|e| unrouted("unknown", e))?;
+    let requirements = requirements(&service, &parts.headers).map_err(|e| unrouted(&service, e))?;
     let outbound = Outbound {
         service,
         path,
@@ -125,28 +144,10 @@ pub async fn forward(
         body,
         client: client.0,
         requirements,
+        started,
     };
     // The forwarder counts its own outcomes.
     state.forwarder.forward(&state.directory, outbound).await
-}
-
-fn count_unrouted(state: &AppState, service: &str, e: &GatewayError, started: Instant) {
-    let service = if state.directory.knows_service(service) {
-        service
-    } else {
-        "unknown"
-    };
-    let labels = RequestLabels {
-        service: service.to_owned(),
-        outcome: e.code().to_owned(),
-        source: "none".into(),
-    };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
 }
 
 /// `GET /api/route/{service}`: the worker a request would go to now.
@@ -164,10 +165,10 @@ pub async fn route(
     // Only a lookup: the client calls the worker itself, so the pick ends at once.
     state
         .directory
-        .finish(&picked, Finish::Cancelled, Duration::ZERO, now);
+        .finish(&picked, Outcome::Cancelled, Duration::ZERO, now);
     Ok(json(RouteResponse {
         gpus: state.directory.gpus(&picked.id),
-        worker_id: picked.id,
+        worker_id: picked.id.to_string(),
         url: picked.url.as_str().trim_end_matches('/').to_owned(),
         source: picked.source.as_str().to_owned(),
     }))

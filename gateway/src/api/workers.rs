@@ -6,9 +6,9 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::bootstrap::parse_seed;
 use super::types::{TopologyEdge, TopologyNode, TopologyResponse, WorkersResponse};
 use super::{AppState, PathParam, json};
+use crate::config::parse_seed;
 use crate::directory::state_name;
 use crate::error::GatewayError;
 

@@ -1,102 +1,49 @@
-//! The worker directory: the gateway's in-memory view of workers, fed by any source.
+//! The directory: the gateway's one table of workers, fed by every source, read by every pick.
 //!
-//! Sources (the DHT registry view, the coordinator fallback registry) send
-//! [`DirectoryEvent`]s; the directory checks each record against the upstream policy, keeps the
-//! newest record per worker (by `seq`), mirrors it into the scheduler, and answers picks. No
-//! DHT lookup happens on the request path: picks read only this view.
+//! The table is the scheduler's own ([`gpumesh_scheduler::Scheduler`]: one id map, dense
+//! slots, a per-service index, live latency and in-flight figures). The directory adds the
+//! gateway's columns for the same slot ([`worker::Worker`]: the full record, the checked URL,
+//! provenance, lease, metric handles), so a worker is found by one lookup and a pick clones no
+//! string. Sources apply [`Change`]s; the directory checks each record (schema and upstream
+//! policy), keeps the newest per worker (by `seq`), and answers picks. No DHT lookup happens
+//! on the request path.
 //!
 //! One worker id lives in one entry. When both sources know a worker, the record with the
-//! higher `seq` wins and the entry names the source it came from; a source may only remove
-//! entries it owns, so a DHT "leave" does not drop a worker still heartbeating to the registry.
+//! higher `seq` wins and the entry names the source it came from; a source may only refresh
+//! or remove entries it owns, so a DHT "leave" does not drop a worker still heartbeating to the
+//! registry.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
-use prometheus_client::metrics::gauge::Gauge;
-use tracing::{debug, info, warn};
+use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::rules::unix_ms;
+use gpumesh_scheduler::{NoEligible, Outcome, Scheduler};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tracing::{info, warn};
 use url::Url;
 
-use crate::api::types::{GpuSummary, HeartbeatRequest, WorkerView};
 use crate::error::GatewayError;
-use crate::metrics::{GpuCountLabels, Metrics, RefusedLabels, WorkerCountLabels, WorkerLabels};
+use crate::metrics::{Metrics, RefusedLabels, WorkerLabels};
 use crate::policy::{PolicyError, UpstreamPolicy};
-use crate::select::Selector;
+use crate::sources::{Change, Refresh, Source};
+use crate::types::{GpuSummary, WorkerView};
 
-mod records;
+mod attempts;
+mod gauges;
+mod worker;
 
-pub use records::{MAX_ID_LEN, MAX_SERVICES, state_name, unix_ms, valid_service_name};
-use records::{check_record, gpu_summaries, to_view};
-
+pub use attempts::{AttemptLog, AttemptLogs};
 pub use gpumesh_scheduler::{Requirements, WorkerKey};
+pub use worker::{MAX_ID_LEN, MAX_SERVICES, state_name, valid_service_name};
 
-/// The `gpu` label of a worker that publishes no GPU.
-const NO_GPU: &str = "none";
+use attempts::Attempts;
+use gauges::Tally;
+use worker::Worker;
 
-/// The states the worker gauges report (a series for each from the start).
-const COUNTED_STATES: [WorkerState; 3] = [
-    WorkerState::Joining,
-    WorkerState::Online,
-    WorkerState::Draining,
-];
-
-/// Where a worker's record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// A signed record from the DHT.
-    Dht,
-    /// The coordinator fallback registry (`POST /api/workers/register`).
-    Registry,
-}
-
-impl Source {
-    /// `dht` or `registry`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Dht => "dht",
-            Source::Registry => "registry",
-        }
-    }
-}
-
-/// A change from a source.
-#[derive(Debug, Clone)]
-pub enum DirectoryEvent {
-    /// A worker joined or published a new record. `expires_at` bounds the entry's life
-    /// (the registry's TTL); `None` lets it live until the source removes it or the record's
-    /// own `expires_at_ms` passes.
-    Upsert {
-        /// The record.
-        record: Box<WorkerRecord>,
-        /// Its source.
-        source: Source,
-        /// Optional gateway-side expiry.
-        expires_at: Option<Instant>,
-    },
-    /// Fresh load (and state) for a worker this source owns, measured at `at_ms`.
-    Load {
-        /// Worker id.
-        id: String,
-        /// The load.
-        load: LoadInfo,
-        /// Its state now.
-        state: WorkerState,
-        /// When the worker measured it, ms since the Unix epoch.
-        at_ms: u64,
-        /// The source it came from.
-        source: Source,
-    },
-    /// A worker left (or its record expired) in this source.
-    Remove {
-        /// Worker id.
-        id: String,
-        /// The source it left.
-        source: Source,
-    },
-}
-
-/// Why a record was not taken into the view.
+/// Why a change was not taken.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refused {
     /// The tunnel URL fails the upstream policy.
@@ -113,17 +60,21 @@ pub enum Refused {
         /// Sequence number held.
         have: u64,
     },
+    /// A refresh for a worker this source does not hold (it expired or never joined).
+    #[error("no worker `{0}` from this source")]
+    Unknown(String),
 }
 
-/// How a forwarded request ended, for the scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// The worker answered and its body ended cleanly.
-    Success,
-    /// The worker failed (unreachable, timed out, 5xx, broken body).
-    Failure,
-    /// Neither: the client went away or sent too much. Frees the slot without judging.
-    Cancelled,
+impl Refused {
+    /// The `reason` label of `records_refused`.
+    fn label(&self) -> &'static str {
+        match self {
+            Refused::Policy(_) => "upstream_policy",
+            Refused::Invalid(_) => "invalid",
+            Refused::Stale { .. } => "stale",
+            Refused::Unknown(_) => "unknown",
+        }
+    }
 }
 
 /// The worker a request goes to.
@@ -132,240 +83,134 @@ pub struct Picked {
     /// The scheduler's handle (ends the pick).
     pub key: WorkerKey,
     /// Worker id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Its checked tunnel URL.
-    pub url: Url,
+    pub url: Arc<Url>,
     /// Where its record came from.
     pub source: Source,
 }
 
 #[derive(Debug)]
-struct Entry {
-    record: WorkerRecord,
-    url: Url,
-    source: Source,
-    received_at: Instant,
-    expires_at: Option<Instant>,
-    in_flight: u32,
-    /// This worker's `worker_in_flight` series, created on its first pick (cached so the hot
-    /// path does not build label strings).
-    gauge: Option<Gauge>,
-    /// The gauge series this worker is counted in.
-    tally: Tally,
+struct Table {
+    scheduler: Scheduler,
+    rng: SmallRng,
+    /// The scheduler's clock starts here.
+    epoch: Instant,
+    /// The gateway's columns, indexed by the scheduler's slot.
+    workers: Vec<Option<Worker>>,
+    attempts: Attempts,
 }
 
-/// Where a worker counts in the `workers` and `workers_by_gpu` gauges. The gauges are kept
-/// by moving one worker between series on each change (O(1)); recounting the whole view on
-/// every join cost O(n²) while 2000 workers joined at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    source: Source,
-    state: WorkerState,
-    /// Speed class of the first GPU (`gpumesh_scheduler::gpu::gpu_class`), or `none`.
-    class: &'static str,
-}
+impl Table {
+    /// The scheduler's `now`.
+    fn clock(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.epoch)
+    }
 
-impl Tally {
-    fn of(record: &WorkerRecord, source: Source) -> Self {
-        Self {
-            source,
-            state: record.state,
-            class: record
-                .gpus
-                .first()
-                .map_or(NO_GPU, |g| gpumesh_scheduler::gpu::gpu_class(&g.model)),
-        }
+    fn worker(&self, key: WorkerKey) -> Option<&Worker> {
+        self.workers
+            .get(key.slot() as usize)?
+            .as_ref()
+            .filter(|w| w.key == key)
+    }
+
+    fn worker_mut(&mut self, key: WorkerKey) -> Option<&mut Worker> {
+        self.workers
+            .get_mut(key.slot() as usize)?
+            .as_mut()
+            .filter(|w| w.key == key)
+    }
+
+    fn by_id(&self, id: &str) -> Option<&Worker> {
+        self.worker(self.scheduler.key_of(id)?)
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().flatten()
     }
 }
 
-/// What this gateway sent to one worker and how it went: the evidence for "a failing worker
-/// stops getting traffic quickly" (first failure → last attempt). Kept apart from the view so
-/// that it outlives the worker's entry (a killed worker leaves the view soon after failing).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AttemptLog {
-    /// When a request was last routed to it (ms since the Unix epoch).
-    pub last_attempt_ms: Option<u64>,
-    /// When a request to it first failed (ms since the Unix epoch).
-    pub first_failure_ms: Option<u64>,
-    /// Failed requests to it.
-    pub failures: u64,
-}
-
-/// A cheap, cloneable, read-only handle on a gateway's [`AttemptLog`]s.
-#[derive(Debug, Clone)]
-pub struct AttemptLogs(std::sync::Arc<Directory>);
-
-impl AttemptLogs {
-    pub(crate) fn new(directory: std::sync::Arc<Directory>) -> Self {
-        Self(directory)
-    }
-
-    /// The log of worker `id`, also after it left the view.
-    pub fn get(&self, id: &str) -> Option<AttemptLog> {
-        self.0.attempt_log(id)
-    }
-}
-
-/// Attempt logs kept beyond the view's own workers (departed ones), at most.
-const DEPARTED_LOGS: usize = 4096;
-
-#[derive(Debug)]
-struct State {
-    entries: HashMap<String, Entry>,
-    selector: Selector,
-    attempts: HashMap<String, AttemptLog>,
-}
-
-/// The in-memory worker view. Share it as `Arc<Directory>`.
+/// The worker table. Share it as `Arc<Directory>`.
 #[derive(Debug)]
 pub struct Directory {
-    state: Mutex<State>,
+    table: Mutex<Table>,
     policy: UpstreamPolicy,
     metrics: Metrics,
 }
 
 impl Directory {
-    /// An empty view applying `policy` to every record.
+    /// An empty table applying `policy` to every record; `seed` seeds the pick's RNG.
     pub fn new(policy: UpstreamPolicy, metrics: Metrics, seed: u64) -> Self {
-        // Every series exists from the start at 0, so an empty class or state reads 0
-        // rather than missing; the label sets are bounded (sources × states, classes × states).
-        let classes = gpumesh_scheduler::gpu::SPEED_CLASSES
-            .iter()
-            .map(|(c, _)| *c)
-            .chain([gpumesh_scheduler::gpu::OTHER_CLASS, NO_GPU]);
-        for state in COUNTED_STATES {
-            for source in [Source::Dht, Source::Registry] {
-                metrics
-                    .workers
-                    .get_or_create(&WorkerCountLabels {
-                        source: source.as_str().into(),
-                        state: state_name(state).into(),
-                    })
-                    .inc_by(0);
-            }
-            for class in classes.clone() {
-                metrics
-                    .workers_by_gpu
-                    .get_or_create(&GpuCountLabels {
-                        gpu: class.to_owned(),
-                        state: state_name(state).into(),
-                    })
-                    .inc_by(0);
-            }
-        }
+        gauges::init(&metrics);
         Self {
-            state: Mutex::new(State {
-                entries: HashMap::new(),
-                selector: Selector::new(seed),
-                attempts: HashMap::new(),
+            table: Mutex::new(Table {
+                scheduler: Scheduler::default(),
+                rng: SmallRng::seed_from_u64(seed),
+                epoch: Instant::now(),
+                workers: Vec::new(),
+                attempts: Attempts::default(),
             }),
             policy,
             metrics,
         }
     }
 
-    /// Moves one worker between gauge series (`None`: not in the view).
-    fn recount(&self, from: Option<Tally>, to: Option<Tally>) {
-        if from == to {
-            return;
-        }
-        for (tally, delta) in [(from, -1), (to, 1)] {
-            let Some(t) = tally else { continue };
-            let state = state_name(t.state);
-            self.metrics
-                .workers
-                .get_or_create(&WorkerCountLabels {
-                    source: t.source.as_str().into(),
-                    state: state.into(),
-                })
-                .inc_by(delta);
-            self.metrics
-                .workers_by_gpu
-                .get_or_create(&GpuCountLabels {
-                    gpu: t.class.to_owned(),
-                    state: state.into(),
-                })
-                .inc_by(delta);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies a source's change.
     ///
     /// # Errors
-    /// [`Refused`] when an upserted record is not taken (it is counted and logged too).
-    pub fn apply(&self, event: DirectoryEvent, now: Instant) -> Result<(), Refused> {
-        match event {
-            DirectoryEvent::Upsert {
+    /// [`Refused`] when a change is not taken (counted by reason and logged, except a refresh
+    /// of an unknown worker, which its source answers itself).
+    pub fn apply(&self, change: Change, now: Instant) -> Result<(), Refused> {
+        let (source, result) = match change {
+            Change::Upsert {
                 record,
                 source,
-                expires_at,
-            } => {
-                let result = self.upsert(*record, source, expires_at, now);
-                if let Err(refused) = &result {
-                    let reason = match refused {
-                        Refused::Policy(_) => "upstream_policy",
-                        Refused::Invalid(_) => "invalid",
-                        Refused::Stale { .. } => "stale",
-                    };
-                    self.metrics
-                        .records_refused
-                        .get_or_create(&RefusedLabels {
-                            source: source.as_str().to_owned(),
-                            reason: reason.to_owned(),
-                        })
-                        .inc();
-                    warn!(source = source.as_str(), %refused, "worker record refused");
-                }
-                result
-            }
-            DirectoryEvent::Load {
+                lease_until_ms,
+            } => (source, self.upsert(*record, source, lease_until_ms, now)),
+            Change::Refresh {
                 id,
-                load,
-                state,
-                at_ms,
                 source,
-            } => {
-                let mut state_guard = self.lock();
-                let State {
-                    entries, selector, ..
-                } = &mut *state_guard;
-                if let Some(entry) = entries.get_mut(&id).filter(|e| e.source == source) {
-                    entry.record.load = load;
-                    entry.record.state = state;
-                    entry.received_at = now;
-                    selector.upsert(&entry.record, at_ms, now);
-                    let old = entry.tally;
-                    entry.tally.state = state;
-                    self.recount(Some(old), Some(entry.tally));
-                }
-                Ok(())
-            }
-            DirectoryEvent::Remove { id, source } => {
-                let mut state = self.lock();
-                if state.entries.get(&id).is_some_and(|e| e.source == source) {
-                    self.remove_locked(&mut state, &id);
+                refresh,
+            } => (source, self.refresh(id, source, refresh, now)),
+            Change::Remove { id, source } => {
+                let mut table = self.lock();
+                if table.by_id(&id).is_some_and(|w| w.source == source) {
+                    self.remove_locked(&mut table, &id);
                     info!(worker = %id, source = source.as_str(), "worker left");
                 }
-                Ok(())
+                (source, Ok(()))
             }
+        };
+        if let Err(refused) = &result
+            && !matches!(refused, Refused::Unknown(_))
+        {
+            self.metrics
+                .records_refused
+                .get_or_create(&RefusedLabels {
+                    source: source.as_str().to_owned(),
+                    reason: refused.label().to_owned(),
+                })
+                .inc();
+            warn!(source = source.as_str(), %refused, "worker record refused");
         }
+        result
     }
 
     fn upsert(
         &self,
         record: WorkerRecord,
         source: Source,
-        expires_at: Option<Instant>,
+        lease_until_ms: Option<u64>,
         now: Instant,
     ) -> Result<(), Refused> {
-        check_record(&record)?;
-        let url = self.policy.check_url(&record.tunnel_url)?;
-        let mut state = self.lock();
-        let (in_flight, gauge) = match state.entries.get(&record.peer_id) {
+        worker::check_record(&record)?;
+        let url = Arc::new(self.policy.check_url(&record.tunnel_url)?);
+        let mut table = self.lock();
+        let (id, gauge, old_tally) = match table.by_id(&record.peer_id) {
             // A registry re-registration is authenticated by the token and replaces its own
             // entry whatever the seq (an agent restarted without its counter).
             Some(old)
@@ -378,118 +223,119 @@ impl Directory {
                     have: old.record.seq,
                 });
             }
-            Some(old) => (old.in_flight, old.gauge.clone()),
+            Some(old) => (Arc::clone(&old.id), old.gauge.clone(), Some(old.tally)),
             None => {
                 info!(worker = %record.peer_id, source = source.as_str(), url = %url, "worker joined");
-                (0, None)
+                (Arc::from(record.peer_id.as_str()), None, None)
             }
         };
-        let load_at_ms = if source == Source::Registry {
-            unix_ms()
-        } else {
-            record.issued_at_ms
+        let load_at_ms = match source {
+            Source::Registry => unix_ms(),
+            Source::Dht => record.issued_at_ms,
         };
-        state.selector.upsert(&record, load_at_ms, now);
-        let id = record.peer_id.clone();
+        let clock = table.clock(now);
+        let view = worker::scheduler_view(&record, load_at_ms, clock);
+        let key = table.scheduler.upsert_worker(view, clock);
         let tally = Tally::of(&record, source);
-        let entry = Entry {
+        let slot = key.slot() as usize;
+        if table.workers.len() <= slot {
+            table.workers.resize_with(slot + 1, || None);
+        }
+        table.workers[slot] = Some(Worker {
+            key,
+            id,
             record,
             url,
             source,
             received_at: now,
-            expires_at,
-            in_flight,
+            lease_until_ms,
             gauge,
             tally,
-        };
-        let previous = state.entries.insert(id, entry);
-        self.recount(previous.map(|p| p.tally), Some(tally));
+        });
+        gauges::recount(&self.metrics, old_tally, Some(tally));
         Ok(())
     }
 
-    fn remove_locked(&self, state: &mut State, id: &str) {
-        if let Some(gone) = state.entries.remove(id) {
-            self.recount(Some(gone.tally), None);
+    fn refresh(
+        &self,
+        id: String,
+        source: Source,
+        refresh: Refresh,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let mut table = self.lock();
+        let clock = table.clock(now);
+        let Some(key) = table
+            .scheduler
+            .key_of(&id)
+            .filter(|&k| table.worker(k).is_some_and(|w| w.source == source))
+        else {
+            return Err(Refused::Unknown(id));
+        };
+        let Table {
+            scheduler, workers, ..
+        } = &mut *table;
+        let Some(w) = workers[key.slot() as usize].as_mut() else {
+            return Err(Refused::Unknown(id));
+        };
+        let regpu = refresh.gpus.is_some();
+        if let Some(load) = refresh.load {
+            w.record.load = load;
         }
-        state.selector.remove(id);
+        if let Some(state) = refresh.state {
+            w.record.state = state;
+        }
+        if let Some(gpus) = refresh.gpus {
+            w.record.gpus = gpus;
+        }
+        if refresh.lease_until_ms.is_some() {
+            w.lease_until_ms = refresh.lease_until_ms;
+        }
+        w.received_at = now;
+        if regpu {
+            // New GPU figures change the hardware filters: the scheduler takes the whole view.
+            scheduler.upsert_worker(
+                worker::scheduler_view(&w.record, refresh.at_ms, clock),
+                clock,
+            );
+        } else {
+            let load = worker::published_load(w.record.load, refresh.at_ms, clock);
+            scheduler.update_load(&id, load);
+            scheduler.set_state(&id, worker::scheduler_state(w.record.state));
+        }
+        let old = w.tally;
+        w.tally = Tally::of(&w.record, source);
+        gauges::recount(&self.metrics, Some(old), Some(w.tally));
+        Ok(())
+    }
+
+    fn remove_locked(&self, table: &mut Table, id: &str) {
+        if let Some(key) = table.scheduler.key_of(id)
+            && table.worker(key).is_some()
+            && let Some(w) = table.workers[key.slot() as usize].take()
+        {
+            gauges::recount(&self.metrics, Some(w.tally), None);
+        }
+        table.scheduler.remove_worker(id);
         self.metrics.worker_in_flight.remove(&WorkerLabels {
             worker: id.to_owned(),
         });
     }
 
-    /// Drops entries whose gateway-side expiry or record expiry has passed; returns how many.
-    pub fn expire(&self, now: Instant) -> usize {
-        let wall_ms = unix_ms();
-        let mut state = self.lock();
-        let gone: Vec<String> = state
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.expires_at.is_some_and(|t| t <= now)
-                    || (e.source == Source::Dht && e.record.expires_at_ms <= wall_ms)
-            })
-            .map(|(id, _)| id.clone())
+    /// Drops entries whose lease (granted by their source) ended before `now_ms` (ms since
+    /// the Unix epoch); returns how many.
+    pub fn expire(&self, now_ms: u64) -> usize {
+        let mut table = self.lock();
+        let gone: Vec<Arc<str>> = table
+            .live()
+            .filter(|w| w.lease_until_ms.is_some_and(|t| t <= now_ms))
+            .map(|w| Arc::clone(&w.id))
             .collect();
         for id in &gone {
-            self.remove_locked(&mut state, id);
-            info!(worker = %id, "worker expired");
+            self.remove_locked(&mut table, id);
+            info!(worker = %id, "worker lease expired");
         }
         gone.len()
-    }
-
-    /// Refreshes a registry entry: new expiry and the heartbeat's fresh figures.
-    ///
-    /// # Errors
-    /// [`GatewayError::UnknownWorker`] when no registry entry has this id (it expired or never
-    /// registered): the agent should register again.
-    pub fn heartbeat(
-        &self,
-        id: &str,
-        beat: HeartbeatRequest,
-        expires_at: Instant,
-        now: Instant,
-    ) -> Result<(), GatewayError> {
-        let mut state = self.lock();
-        let State {
-            entries, selector, ..
-        } = &mut *state;
-        let Some(entry) = entries.get_mut(id).filter(|e| e.source == Source::Registry) else {
-            return Err(GatewayError::UnknownWorker(id.to_owned()));
-        };
-        if let Some(load) = beat.load {
-            entry.record.load = load;
-        }
-        if let Some(gpus) = beat.gpus {
-            entry.record.gpus = gpus;
-        }
-        if let Some(s) = beat.state {
-            entry.record.state = s;
-        }
-        entry.expires_at = Some(expires_at);
-        entry.received_at = now;
-        selector.upsert(&entry.record, unix_ms(), now);
-        debug!(worker = %id, "registry heartbeat");
-        let old = entry.tally;
-        entry.tally = Tally::of(&entry.record, Source::Registry);
-        self.recount(Some(old), Some(entry.tally));
-        Ok(())
-    }
-
-    /// Removes a registry entry (`DELETE /api/workers/{id}`).
-    ///
-    /// # Errors
-    /// [`GatewayError::UnknownWorker`] when no registry entry has this id.
-    pub fn deregister(&self, id: &str) -> Result<(), GatewayError> {
-        let mut state = self.lock();
-        if !state
-            .entries
-            .get(id)
-            .is_some_and(|e| e.source == Source::Registry)
-        {
-            return Err(GatewayError::UnknownWorker(id.to_owned()));
-        }
-        self.remove_locked(&mut state, id);
-        Ok(())
     }
 
     /// Picks a worker for a request, never `avoid` (the worker just found unreachable). The
@@ -497,127 +343,110 @@ impl Directory {
     ///
     /// # Errors
     /// 404 [`GatewayError::UnknownService`] when no worker offers the service; 503
-    /// [`GatewayError::NoEligibleWorker`] with the scheduler's reason otherwise.
+    /// [`GatewayError::NoEligibleWorker`] with the scheduler's reason otherwise, or
+    /// [`GatewayError::NotReady`] while the table is empty.
     pub fn pick(
         &self,
         requirements: &Requirements,
         avoid: Option<WorkerKey>,
         now: Instant,
     ) -> Result<Picked, GatewayError> {
-        let mut state = self.lock();
-        let State {
-            entries,
-            selector,
+        let mut table = self.lock();
+        let clock = table.clock(now);
+        let Table {
+            scheduler,
+            rng,
+            workers,
             attempts,
-        } = &mut *state;
-        if let Some(unreachable) = avoid {
-            // `avoid` is the worker the forwarder just failed to connect to (refused, reset
-            // or timed out before anything was sent): strong evidence that it is gone, so it
-            // leaves rotation now rather than after five failures.
-            selector.unreachable(unreachable, now);
-        }
-        let (key, id) = selector.pick(requirements, avoid, now).map_err(|e| {
-            // An empty view (a gateway that just started blind) knows no service yet: that is
-            // "not ready" (503), not the client's unknown service (404).
-            if entries.is_empty() {
+            ..
+        } = &mut *table;
+        let picked = match avoid {
+            Some(unreachable) => {
+                // `avoid` is the worker the forwarder just failed to connect to (refused,
+                // reset or timed out before anything was sent): strong evidence that it is
+                // gone, so it leaves rotation now rather than after five failures.
+                scheduler.on_unreachable(unreachable, clock);
+                scheduler.pick_other(requirements, unreachable, clock, rng)
+            }
+            None => scheduler.pick(requirements, clock, rng),
+        };
+        let pick = picked.map_err(|e| {
+            // An empty table (a gateway that just started blind) knows no service yet: that
+            // is "not ready" (503), not the client's unknown service (404).
+            if scheduler.is_empty() {
                 GatewayError::NotReady
             } else {
-                e
+                no_eligible(requirements, e)
             }
         })?;
-        if attempts.len() >= entries.len() + DEPARTED_LOGS {
-            attempts.retain(|id, _| entries.contains_key(id));
-        }
-        let Some(entry) = entries.get_mut(&id) else {
-            selector.finish(key, Finish::Cancelled, Duration::ZERO, now);
+        let in_flight = scheduler.in_flight(pick.key).unwrap_or(0);
+        let live = scheduler.len();
+        let Some(w) = workers
+            .get_mut(pick.key.slot() as usize)
+            .and_then(Option::as_mut)
+            .filter(|w| w.key == pick.key)
+        else {
+            // Slots and columns change together under this lock; a miss is a bug, reported
+            // as a retryable 503 rather than a panic.
+            scheduler.on_finish(pick.key, Outcome::Cancelled, Duration::ZERO, clock);
             return Err(GatewayError::NoEligibleWorker {
                 service: requirements.service().to_owned(),
                 reason: "the chosen worker just left".to_owned(),
             });
         };
-        entry.in_flight += 1;
-        self.publish_in_flight(entry, &id);
-        // Look up before inserting: the common case (a known worker) then costs no id clone.
-        let at = Some(unix_ms());
-        match attempts.get_mut(&id) {
-            Some(log) => log.last_attempt_ms = at,
-            None => {
-                let log = AttemptLog {
-                    last_attempt_ms: at,
-                    ..AttemptLog::default()
-                };
-                attempts.insert(id.clone(), log);
-            }
-        }
-        Ok(Picked {
-            key,
-            url: entry.url.clone(),
-            source: entry.source,
-            id,
-        })
+        set_in_flight(&self.metrics, w, in_flight);
+        let picked = Picked {
+            key: pick.key,
+            id: Arc::clone(&w.id),
+            url: Arc::clone(&w.url),
+            source: w.source,
+        };
+        attempts.attempt(&picked.id, live, |id| scheduler.key_of(id).is_some());
+        Ok(picked)
     }
 
     /// A request to the picked worker ended: in-flight −1, outcome and latency to the
     /// scheduler.
-    pub fn finish(&self, picked: &Picked, outcome: Finish, latency: Duration, now: Instant) {
-        let mut state = self.lock();
-        let State {
-            entries,
-            selector,
-            attempts,
-        } = &mut *state;
-        selector.finish(picked.key, outcome, latency, now);
-        if outcome == Finish::Failure
-            && let Some(log) = attempts.get_mut(&picked.id)
-        {
-            log.failures += 1;
-            log.first_failure_ms.get_or_insert_with(unix_ms);
+    pub fn finish(&self, picked: &Picked, outcome: Outcome, latency: Duration, now: Instant) {
+        let mut table = self.lock();
+        let clock = table.clock(now);
+        table
+            .scheduler
+            .on_finish(picked.key, outcome, latency, clock);
+        if outcome == Outcome::Failure {
+            table.attempts.failure(&picked.id);
         }
-        if let Some(e) = entries.get_mut(&picked.id) {
-            e.in_flight = e.in_flight.saturating_sub(1);
-            self.publish_in_flight(e, &picked.id);
+        let in_flight = table.scheduler.in_flight(picked.key).unwrap_or(0);
+        if let Some(w) = table.worker_mut(picked.key) {
+            set_in_flight(&self.metrics, w, in_flight);
         }
-    }
-
-    /// Sets the worker's in-flight gauge, resolving its label set once per entry.
-    fn publish_in_flight(&self, entry: &mut Entry, id: &str) {
-        entry
-            .gauge
-            .get_or_insert_with(|| {
-                self.metrics
-                    .worker_in_flight
-                    .get_or_create(&WorkerLabels {
-                        worker: id.to_owned(),
-                    })
-                    .clone()
-            })
-            .set(i64::from(entry.in_flight));
     }
 
     /// Ids of the workers that came from `source`.
     pub fn ids_from(&self, source: Source) -> Vec<String> {
         self.lock()
-            .entries
-            .iter()
-            .filter(|(_, e)| e.source == source)
-            .map(|(id, _)| id.clone())
+            .live()
+            .filter(|w| w.source == source)
+            .map(|w| w.id.to_string())
             .collect()
     }
 
-    /// Whether any worker offers `service`.
+    /// Where worker `id`'s entry came from, if the table holds it.
+    pub fn source_of(&self, id: &str) -> Option<Source> {
+        self.lock().by_id(id).map(|w| w.source)
+    }
+
+    /// Whether any worker offers `service` (O(1)).
     pub fn knows_service(&self, service: &str) -> bool {
-        self.lock()
-            .entries
-            .values()
-            .any(|e| e.record.services.iter().any(|s| s == service))
+        self.lock().scheduler.serves(service)
     }
 
-    /// Workers in the view.
+    /// Workers in the table.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().scheduler.len()
     }
 
-    /// Whether the view is empty.
+    /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -625,48 +454,70 @@ impl Directory {
     /// Every service offered, for bounded metric labels and the OpenAPI examples.
     pub fn services(&self) -> BTreeSet<String> {
         self.lock()
-            .entries
-            .values()
-            .flat_map(|e| e.record.services.iter().cloned())
+            .scheduler
+            .services()
+            .map(str::to_owned)
             .collect()
     }
 
     /// GPU summaries of one worker.
     pub fn gpus(&self, id: &str) -> Vec<GpuSummary> {
         self.lock()
-            .entries
-            .get(id)
-            .map(|e| gpu_summaries(&e.record))
+            .by_id(id)
+            .map(|w| worker::gpu_summaries(&w.record))
             .unwrap_or_default()
     }
 
     /// One worker as the API shows it.
     pub fn view(&self, id: &str, now: Instant) -> Option<WorkerView> {
-        let state = self.lock();
-        let log = state.attempts.get(id).copied().unwrap_or_default();
-        state.entries.get(id).map(|e| to_view(e, log, now))
+        let table = self.lock();
+        let w = table.by_id(id)?;
+        Some(api_view(&table, w, now))
     }
 
-    /// What this gateway sent to worker `id` and how it went, also after it left the view
+    /// What this gateway sent to worker `id` and how it went, also after it left the table
     /// (the logs of the last few thousand departed workers are kept).
     pub fn attempt_log(&self, id: &str) -> Option<AttemptLog> {
-        self.lock().attempts.get(id).copied()
+        self.lock().attempts.get(id)
     }
 
     /// Every worker, sorted by id.
     pub fn views(&self, now: Instant) -> Vec<WorkerView> {
-        let state = self.lock();
-        let mut all: Vec<WorkerView> = state
-            .entries
-            .values()
-            .map(|e| {
-                let log = state.attempts.get(&e.record.peer_id).copied();
-                to_view(e, log.unwrap_or_default(), now)
-            })
-            .collect();
-        drop(state);
+        let table = self.lock();
+        let mut all: Vec<WorkerView> = table.live().map(|w| api_view(&table, w, now)).collect();
+        drop(table);
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
+    }
+}
+
+fn api_view(table: &Table, w: &Worker, now: Instant) -> WorkerView {
+    let in_flight = table.scheduler.in_flight(w.key).unwrap_or(0);
+    let log = table.attempts.get(&w.id).unwrap_or_default();
+    worker::api_view(w, in_flight, log, now)
+}
+
+/// Sets the worker's in-flight gauge, resolving its label set once per worker.
+fn set_in_flight(metrics: &Metrics, w: &mut Worker, in_flight: u32) {
+    w.gauge
+        .get_or_insert_with(|| {
+            metrics
+                .worker_in_flight
+                .get_or_create(&WorkerLabels {
+                    worker: w.id.to_string(),
+                })
+                .clone()
+        })
+        .set(i64::from(in_flight));
+}
+
+fn no_eligible(req: &Requirements, e: NoEligible) -> GatewayError {
+    match e {
+        NoEligible::NoWorkerForService { service } => GatewayError::UnknownService(service),
+        other => GatewayError::NoEligibleWorker {
+            service: req.service().to_owned(),
+            reason: other.to_string(),
+        },
     }
 }
 

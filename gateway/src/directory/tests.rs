@@ -5,9 +5,13 @@ use std::time::{Duration, Instant};
 use gpumesh_dht::record::{HostInfo, LoadInfo, WorkerRecord, WorkerState};
 use prometheus_client::registry::Registry;
 
-use super::{Directory, DirectoryEvent, Refused, Requirements, Source};
+use gpumesh_dht::rules::unix_ms;
+use gpumesh_scheduler::Outcome;
+
+use super::{Directory, Refused, Requirements};
 use crate::metrics::Metrics;
 use crate::policy::UpstreamPolicy;
+use crate::sources::{Change, Refresh, Source};
 
 fn directory(allow_private: bool) -> Directory {
     Directory::new(
@@ -21,8 +25,8 @@ fn record(id: &str, seq: u64, url: &str) -> WorkerRecord {
     WorkerRecord {
         peer_id: id.into(),
         seq,
-        issued_at_ms: super::unix_ms(),
-        expires_at_ms: super::unix_ms() + 60_000,
+        issued_at_ms: unix_ms(),
+        expires_at_ms: unix_ms() + 60_000,
         state: WorkerState::Online,
         services: vec!["ocr".into()],
         capabilities: Vec::new(),
@@ -35,11 +39,11 @@ fn record(id: &str, seq: u64, url: &str) -> WorkerRecord {
     }
 }
 
-fn upsert(r: WorkerRecord, source: Source, expires_at: Option<Instant>) -> DirectoryEvent {
-    DirectoryEvent::Upsert {
+fn upsert(r: WorkerRecord, source: Source, lease_until_ms: Option<u64>) -> Change {
+    Change::Upsert {
         record: Box::new(r),
         source,
-        expires_at,
+        lease_until_ms,
     }
 }
 
@@ -70,10 +74,20 @@ fn newer_seq_wins_and_sources_only_remove_their_own() {
     )
     .unwrap();
     assert_eq!(d.view("w1", now).unwrap().source, "dht");
-    // The registry cannot remove what the DHT owns.
-    assert!(d.deregister("w1").is_err());
+    // The registry cannot refresh or remove what the DHT owns.
+    assert!(matches!(
+        d.apply(
+            Change::Refresh {
+                id: "w1".into(),
+                source: Source::Registry,
+                refresh: Refresh::default(),
+            },
+            now
+        ),
+        Err(Refused::Unknown(_))
+    ));
     d.apply(
-        DirectoryEvent::Remove {
+        Change::Remove {
             id: "w1".into(),
             source: Source::Registry,
         },
@@ -82,7 +96,7 @@ fn newer_seq_wins_and_sources_only_remove_their_own() {
     .unwrap();
     assert_eq!(d.len(), 1);
     d.apply(
-        DirectoryEvent::Remove {
+        Change::Remove {
             id: "w1".into(),
             source: Source::Dht,
         },
@@ -121,7 +135,8 @@ fn registry_reregistration_replaces_whatever_the_seq() {
 fn registry_entries_expire_and_picks_skip_nothing_left() {
     let d = directory(true);
     let now = Instant::now();
-    let ttl = Some(now + Duration::from_secs(5));
+    let now_ms = unix_ms();
+    let ttl = Some(now_ms + 5_000);
     d.apply(
         upsert(record("w1", 1, "http://127.0.0.1:1"), Source::Registry, ttl),
         now,
@@ -130,15 +145,10 @@ fn registry_entries_expire_and_picks_skip_nothing_left() {
     let req = Requirements::new("ocr").unwrap();
     let picked = d.pick(&req, None, now).unwrap();
     assert_eq!(d.view("w1", now).unwrap().in_flight, 1);
-    d.finish(
-        &picked,
-        super::Finish::Success,
-        Duration::from_millis(5),
-        now,
-    );
+    d.finish(&picked, Outcome::Success, Duration::from_millis(5), now);
     assert_eq!(d.view("w1", now).unwrap().in_flight, 0);
-    assert_eq!(d.expire(now + Duration::from_secs(4)), 0);
-    assert_eq!(d.expire(now + Duration::from_secs(6)), 1);
+    assert_eq!(d.expire(now_ms + 4_000), 0);
+    assert_eq!(d.expire(now_ms + 6_000), 1);
     assert!(d.pick(&req, None, now).is_err());
 }
 
@@ -183,7 +193,7 @@ fn an_unreachable_worker_leaves_rotation_at_once_and_its_attempt_log_outlives_it
     }
     let req = Requirements::new("ocr").unwrap();
     let first = d.pick(&req, None, now).unwrap();
-    d.finish(&first, super::Finish::Failure, Duration::ZERO, now);
+    d.finish(&first, Outcome::Failure, Duration::ZERO, now);
     let log = d.attempt_log(&first.id).expect("logged");
     assert_eq!(log.failures, 1);
     assert!(log.first_failure_ms.is_some() && log.last_attempt_ms.is_some());
@@ -191,17 +201,17 @@ fn an_unreachable_worker_leaves_rotation_at_once_and_its_attempt_log_outlives_it
     // (without `avoid`) never return it.
     let other = d.pick(&req, Some(first.key), now).unwrap();
     assert_ne!(other.id, first.id);
-    d.finish(&other, super::Finish::Success, Duration::ZERO, now);
+    d.finish(&other, Outcome::Success, Duration::ZERO, now);
     for _ in 0..50 {
         let p = d.pick(&req, None, now).unwrap();
         assert_ne!(p.id, first.id, "the unreachable worker is out of rotation");
-        d.finish(&p, super::Finish::Success, Duration::ZERO, now);
+        d.finish(&p, Outcome::Success, Duration::ZERO, now);
     }
     let view = d.view(&first.id, now).expect("still listed");
     assert_eq!(view.failures, 1);
     d.apply(
-        DirectoryEvent::Remove {
-            id: first.id.clone(),
+        Change::Remove {
+            id: first.id.to_string(),
             source: Source::Dht,
         },
         now,
@@ -215,7 +225,6 @@ fn an_unreachable_worker_leaves_rotation_at_once_and_its_attempt_log_outlives_it
 /// equal a recount of the view, through joins, state changes, GPU changes and departures.
 #[test]
 fn worker_gauges_match_a_recount_of_the_view() {
-    use crate::api::types::HeartbeatRequest;
     use gpumesh_dht::record::GpuInfo;
     let mut registry = Registry::default();
     let d = Directory::new(
@@ -226,7 +235,7 @@ fn worker_gauges_match_a_recount_of_the_view() {
     let gpu = |model: &str| GpuInfo::new(model, "GPU-1", 16_000, 16_000);
     let models = ["NVIDIA H100 80GB HBM3", "Tesla T4", "Radeon RX 7900", ""];
     let now = Instant::now();
-    let later = Some(now + Duration::from_secs(600));
+    let later = Some(unix_ms() + 600_000);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut next = || {
         seed ^= seed << 13;
@@ -257,27 +266,40 @@ fn worker_gauges_match_a_recount_of_the_view() {
                 let _ = d.apply(upsert(r, source, expires), now);
             }
             2 => {
+                let refresh = Refresh {
+                    load: Some(LoadInfo::default()),
+                    state: Some(state),
+                    at_ms: unix_ms(),
+                    ..Refresh::default()
+                };
                 let _ = d.apply(
-                    DirectoryEvent::Load {
+                    Change::Refresh {
                         id: id.clone(),
-                        load: LoadInfo::default(),
-                        state,
-                        at_ms: super::unix_ms(),
                         source,
+                        refresh,
                     },
                     now,
                 );
             }
             3 => {
-                let beat = HeartbeatRequest {
+                let refresh = Refresh {
                     state: Some(state),
-                    load: None,
                     gpus: Some(vec![gpu(models[(next() % 3) as usize])]),
+                    at_ms: unix_ms(),
+                    lease_until_ms: later,
+                    ..Refresh::default()
                 };
-                let _ = d.heartbeat(&id, beat, now + Duration::from_secs(600), now);
+                let _ = d.apply(
+                    Change::Refresh {
+                        id: id.clone(),
+                        source: Source::Registry,
+                        refresh,
+                    },
+                    now,
+                );
             }
             _ => {
-                let _ = d.apply(DirectoryEvent::Remove { id, source }, now);
+                let _ = d.apply(Change::Remove { id, source }, now);
             }
         }
         // The recount: what the view holds now.

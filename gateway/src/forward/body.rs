@@ -8,14 +8,13 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use gpumesh_scheduler::Outcome;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Sleep;
 use tracing::debug;
 
-use crate::directory::{Directory, Finish, Picked};
-use crate::metrics::{Metrics, RequestLabels};
+use super::recorder::Ending;
+use crate::directory::{Directory, Picked};
 
 /// Ends a forwarded request exactly once: in-flight released, outcome to the scheduler and the
 /// metrics. Dropped unfinished means the frontend went away (not the worker's fault).
@@ -23,10 +22,7 @@ pub(super) struct FinishGuard {
     pub(super) directory: Arc<Directory>,
     pub(super) picked: Picked,
     pub(super) started: Instant,
-    /// The `ok` series of this request's service and source (cached handles).
-    pub(super) ok: (Counter, Histogram),
-    pub(super) metrics: Metrics,
-    pub(super) service: Arc<str>,
+    pub(super) ending: Ending,
     pub(super) server_error: bool,
     pub(super) done: bool,
 }
@@ -36,38 +32,19 @@ impl FinishGuard {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let elapsed = self.started.elapsed();
-        let outcome = match body_ok {
-            Some(true) if !self.server_error => Finish::Success,
-            Some(_) => Finish::Failure,
-            None => Finish::Cancelled,
+        let (outcome, label) = match body_ok {
+            Some(true) if !self.server_error => (Outcome::Success, None),
+            Some(true) => (Outcome::Failure, Some("upstream_5xx")),
+            Some(false) => (Outcome::Failure, Some("body_failed")),
+            None => (Outcome::Cancelled, Some("client_gone")),
         };
-        self.directory
-            .finish(&self.picked, outcome, elapsed, Instant::now());
-        let label = match body_ok {
-            Some(true) if !self.server_error => None,
-            Some(true) => Some("upstream_5xx"),
-            Some(false) => Some("body_failed"),
-            None => Some("client_gone"),
-        };
-        match label {
-            None => {
-                self.ok.0.inc();
-                self.ok.1.observe(elapsed.as_secs_f64());
-            }
-            Some(outcome) => {
-                let l = RequestLabels {
-                    service: self.service.to_string(),
-                    outcome: outcome.to_owned(),
-                    source: self.picked.source.as_str().to_owned(),
-                };
-                self.metrics.requests.get_or_create(&l).inc();
-                self.metrics
-                    .request_duration
-                    .get_or_create(&l)
-                    .observe(elapsed.as_secs_f64());
-            }
-        }
+        self.directory.finish(
+            &self.picked,
+            outcome,
+            self.started.elapsed(),
+            Instant::now(),
+        );
+        self.ending.record(label, self.started);
     }
 }
 

@@ -1,10 +1,12 @@
 //! The HTTP server's limits and the forward route's fast path, on real loopback sockets.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
+use crate::api::service::{FORWARD_ROUTES, forward_route};
+use crate::config::ConfigError;
 
 /// Generous on a loaded 2-core machine: the timeouts under test are far shorter.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -160,7 +162,7 @@ fn header_limits_below_the_server_minimum_are_refused() {
 
 fn worker_record(id: &str, model: &str, url: &str) -> gpumesh_dht::record::WorkerRecord {
     use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
-    let now = crate::directory::unix_ms();
+    let now = gpumesh_dht::rules::unix_ms();
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,
@@ -210,10 +212,10 @@ async fn a_stalled_get_is_hedged_to_another_worker() {
         ("fast", "Tesla T4", fast),
     ];
     for (id, model, at) in workers {
-        let event = crate::DirectoryEvent::Upsert {
+        let event = crate::Change::Upsert {
             record: Box::new(worker_record(id, model, &format!("http://{at}"))),
             source: crate::Source::Registry,
-            expires_at: None,
+            lease_until_ms: None,
         };
         gateway
             .state()

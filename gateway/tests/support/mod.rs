@@ -19,7 +19,7 @@ pub const TOKEN: &str = "test-token";
 
 /// A valid record for `id` offering `service` at `url`.
 pub fn record(id: &str, service: &str, url: &str) -> WorkerRecord {
-    let now = gpumesh_gateway::directory::unix_ms();
+    let now = gpumesh_dht::rules::unix_ms();
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,
@@ -49,13 +49,13 @@ pub fn upsert(
     source: gpumesh_gateway::Source,
 ) -> Result<(), gpumesh_gateway::directory::Refused> {
     let now = std::time::Instant::now();
-    let expires_at =
-        (source == gpumesh_gateway::Source::Registry).then(|| now + Duration::from_secs(3600));
+    let lease_until_ms = (source == gpumesh_gateway::Source::Registry)
+        .then(|| gpumesh_dht::rules::unix_ms() + 3_600_000);
     state.directory.apply(
-        gpumesh_gateway::DirectoryEvent::Upsert {
+        gpumesh_gateway::Change::Upsert {
             record: Box::new(record),
             source,
-            expires_at,
+            lease_until_ms,
         },
         now,
     )

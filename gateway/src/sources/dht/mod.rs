@@ -1,11 +1,16 @@
-//! The gateway's DHT node: starting it, feeding its registry view into the directory, saving
-//! and reloading that view across restarts ([`view_file`]), and the status snapshot handlers
-//! read (identity, addresses, connections, warmth).
+//! The DHT source: the gateway's DHT node, its view turned into [`Change`]s for the directory,
+//! the view saved and reloaded across restarts ([`view_file`]), and the status snapshot
+//! handlers read (identity, addresses, connections, warmth).
 //!
 //! The node (gpumesh-dht) verifies every record it accepts: signature, signer equal to the
 //! record's peer id, size, times, schema. Only those verified records reach the gateway, as
 //! [`RegistryEvent`]s; the directory then applies the upstream policy on top. A subscriber that
 //! lags re-reads the whole view, so no change is lost for good.
+//!
+//! The node's view owns each DHT worker's lease: it extends it when a gossip heartbeat vouches
+//! for a record with the same content, and emits `Left` when it ends. The directory therefore
+//! keeps no expiry of its own for DHT workers (a gateway that hears a worker only by gossip
+//! would otherwise drop it once its last stored record's `expires_at_ms` passed).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -21,9 +26,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::{Change, Refresh, Source};
 use crate::config::Config;
-use crate::directory::{Directory, DirectoryEvent, Source};
-use crate::server::RunError;
+use crate::directory::Directory;
+use crate::error::RunError;
 
 pub mod view_file;
 
@@ -112,6 +118,9 @@ pub fn node_config(config: &Config) -> Result<NodeConfig, RunError> {
     nc.admission
         .trusted
         .clone_from(&config.dht_admission_operators);
+    if let Some(sizing) = config.dht_sizing {
+        nc.sizing = sizing;
+    }
     if let Some(timings) = config.dht_timings {
         nc.timings = timings;
     }
@@ -149,11 +158,11 @@ pub async fn start(
     Ok((handle, saver))
 }
 
-fn upsert(entry: WorkerEntry) -> DirectoryEvent {
-    DirectoryEvent::Upsert {
+fn upsert(entry: WorkerEntry) -> Change {
+    Change::Upsert {
         record: Box::new(entry.record),
         source: Source::Dht,
-        expires_at: None,
+        lease_until_ms: None,
     }
 }
 
@@ -168,7 +177,7 @@ pub(crate) fn resync(handle: &DhtHandle, directory: &Directory) {
     for id in directory.ids_from(Source::Dht) {
         if !present.contains(&id) {
             let _ = directory.apply(
-                DirectoryEvent::Remove {
+                Change::Remove {
                     id,
                     source: Source::Dht,
                 },
@@ -182,22 +191,26 @@ fn apply(directory: &Directory, event: RegistryEvent) {
     let now = Instant::now();
     let event = match event {
         RegistryEvent::Joined(entry) | RegistryEvent::Updated(entry) => upsert(entry),
-        RegistryEvent::Load { peer_id, heartbeat } => DirectoryEvent::Load {
+        RegistryEvent::Load { peer_id, heartbeat } => Change::Refresh {
             id: peer_id.to_base58(),
-            load: heartbeat.load,
-            state: heartbeat.state,
-            at_ms: heartbeat.at_ms,
             source: Source::Dht,
+            refresh: Refresh {
+                load: Some(heartbeat.load),
+                state: Some(heartbeat.state),
+                at_ms: heartbeat.at_ms,
+                ..Refresh::default()
+            },
         },
         RegistryEvent::Left { peer_id, reason } => {
             debug!(worker = %peer_id, ?reason, "worker left the DHT view");
-            DirectoryEvent::Remove {
+            Change::Remove {
                 id: peer_id.to_base58(),
                 source: Source::Dht,
             }
         }
     };
-    // Refusals are counted and logged by the directory.
+    // Refusals are counted and logged by the directory; a heartbeat for a worker the table
+    // does not hold (its record was refused) is ignored.
     let _ = directory.apply(event, now);
 }
 

@@ -14,7 +14,7 @@
 //! adds load exactly where there is none to spare. Unsafe methods (POST, PUT, DELETE, …) are
 //! never hedged: the gateway cannot know whether running them twice is harmless.
 //!
-//! Re-sending after a failure is a separate, narrower rule (in `forward`): a worker that could
+//! Re-sending after a failure is a separate, narrower rule (in `retry`): a worker that could
 //! not be connected to never saw the request, so any re-sendable request goes to another
 //! worker. A connection that broke *after* the request went out (the worker's machine died
 //! mid-request) is retried only for idempotent methods and for requests that carry an
@@ -28,7 +28,9 @@ use axum::http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use crate::directory::{Directory, Finish, Picked, Requirements};
+use gpumesh_scheduler::Outcome;
+
+use crate::directory::{Directory, Picked, Requirements};
 
 /// Share of hedge-eligible requests that may be hedged (plus a small burst allowance).
 pub const HEDGE_BUDGET: f64 = 0.05;
@@ -43,21 +45,6 @@ pub(super) type Sent = Result<Result<Response<Incoming>, hyper_util::client::leg
 pub(super) fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
-
-/// Whether a request whose connection broke before any answer may be sent to another worker:
-/// idempotent methods (RFC 9110 §9.2.2), and any method carrying an `Idempotency-Key` header
-/// (the client says a repeat is harmless). nginx makes the same distinction
-/// (`proxy_next_upstream` skips non-idempotent requests unless told otherwise).
-pub(super) fn resend_after_break(method: &Method, headers: &axum::http::HeaderMap) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    ) || headers.contains_key(IDEMPOTENCY_KEY)
-}
-
-/// The request header by which a client marks a non-idempotent request as safe to repeat
-/// (IETF draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Counts hedge-eligible requests and hedges sent, to keep hedges within the budget.
 #[derive(Debug, Default)]
@@ -107,7 +94,7 @@ impl PickGuard<'_> {
         let started = self.started;
         let directory = self.directory;
         let picked = self.disarm();
-        directory.finish(&picked, Finish::Failure, started.elapsed(), Instant::now());
+        directory.finish(&picked, Outcome::Failure, started.elapsed(), Instant::now());
     }
 }
 
@@ -117,7 +104,7 @@ impl Drop for PickGuard<'_> {
             debug!(worker = %picked.id, "pick abandoned before the worker answered");
             self.directory.finish(
                 &picked,
-                Finish::Cancelled,
+                Outcome::Cancelled,
                 self.started.elapsed(),
                 Instant::now(),
             );
@@ -140,7 +127,7 @@ pub(super) struct Hedge<'a> {
 /// with `hedge`, races a copy against a second worker once `hedge.after` has passed. Returns
 /// the pick the answer (or the last failure) belongs to; any other pick has been ended.
 pub(super) async fn send<'a>(
-    client: &super::UpstreamClient,
+    client: &super::client::UpstreamClient,
     guard: PickGuard<'a>,
     request: Request<Body>,
     timeout: Duration,
@@ -175,7 +162,7 @@ pub(super) async fn send<'a>(
         match uri {
             Some(uri) => Some((o, uri)),
             None => {
-                directory.finish(&o, Finish::Cancelled, Duration::ZERO, Instant::now());
+                directory.finish(&o, Outcome::Cancelled, Duration::ZERO, Instant::now());
                 None
             }
         }

@@ -1,0 +1,102 @@
+//! When a failed attempt may go to another worker, and what the caller hears.
+//!
+//! A worker that could not be connected to never saw the request, so any re-sendable request
+//! goes to another worker. A connection that broke *after* the request went out (the worker's
+//! machine died mid-request) is retried only for idempotent methods and for requests that carry
+//! an `Idempotency-Key` header, the client's statement that a repeat is harmless. Anything
+//! else is a 502/504 for this request. The classification reads the client error's source
+//! chain once; the retry decision then lives on the result ([`Failure::may_retry`]), so every
+//! caller agrees on it.
+
+use axum::http::Method;
+use http_body_util::LengthLimitError;
+
+use crate::error::GatewayError;
+
+/// Whether a request whose connection broke before any answer may be sent to another worker:
+/// idempotent methods (RFC 9110 §9.2.2), and any method carrying an `Idempotency-Key` header
+/// (the client says a repeat is harmless). nginx makes the same distinction
+/// (`proxy_next_upstream` skips non-idempotent requests unless told otherwise).
+pub(super) fn resend_after_break(method: &Method, headers: &axum::http::HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || headers.contains_key(IDEMPOTENCY_KEY)
+}
+
+/// The request header by which a client marks a non-idempotent request as safe to repeat
+/// (IETF draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// How sending to a worker failed, read once from the client error's source chain: what the
+/// caller hears, and whether another worker may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The body went over the limit (the client's fault).
+    TooLarge,
+    /// hyper's own timeout.
+    Timeout,
+    /// No connection was made: the worker never saw the request.
+    Connect,
+    /// The worker answered something that is not HTTP.
+    Invalid,
+    /// The connection broke before any answer (reset, closed mid-request).
+    Broke,
+    /// A failure on our side of the connection (hyper's user errors), reported like a break
+    /// but never re-sent.
+    Local,
+}
+
+impl Failure {
+    pub(super) fn of(e: &hyper_util::client::legacy::Error) -> Self {
+        let (mut parse, mut user) = (false, false);
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if s.is::<LengthLimitError>() {
+                return Self::TooLarge;
+            }
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    return Self::Timeout;
+                }
+                parse |= h.is_parse() || h.is_parse_status();
+                user |= h.is_user();
+            }
+            source = s.source();
+        }
+        if e.is_connect() {
+            Self::Connect
+        } else if parse {
+            Self::Invalid
+        } else if user {
+            Self::Local
+        } else {
+            Self::Broke
+        }
+    }
+
+    /// Whether another worker may get the request: always when it never reached this one;
+    /// after a break only when a repeat is harmless ([`resend_after_break`]).
+    pub(super) fn may_retry(self, after_break: bool) -> bool {
+        self == Self::Connect || (after_break && self == Self::Broke)
+    }
+
+    pub(super) fn error(self, worker: &str, limit: usize) -> GatewayError {
+        let detail = match self {
+            Self::TooLarge => return GatewayError::PayloadTooLarge { limit },
+            Self::Timeout => {
+                return GatewayError::WorkerTimeout {
+                    worker: worker.to_owned(),
+                    after_ms: 0,
+                };
+            }
+            Self::Connect => "could not connect to the worker",
+            Self::Invalid => "the worker's answer was invalid",
+            Self::Broke | Self::Local => "the connection to the worker broke",
+        };
+        GatewayError::WorkerFailed {
+            worker: worker.to_owned(),
+            detail,
+        }
+    }
+}
