@@ -235,6 +235,15 @@ fn nullable(schema: Value) -> Value {
 
 /// The component schemas: the serde shapes of `api::types` and `gpumesh_dht::wire`.
 fn schemas() -> Value {
+    let mut all = record_schemas();
+    if let (Some(all), Value::Object(views)) = (all.as_object_mut(), view_schemas()) {
+        all.extend(views);
+    }
+    all
+}
+
+/// The worker record and the registry's request and response shapes.
+fn record_schemas() -> Value {
     let text = |max: u64| json!({"type": "string", "maxLength": max});
     let service = json!({"type": "string", "pattern": SERVICE_PATTERN});
     let state = json!({"type": "string", "enum": ["joining", "online", "draining"]});
@@ -290,7 +299,14 @@ fn schemas() -> Value {
         "RegisterResponse": {"type": "object",
             "required": ["worker_id", "ttl_secs", "heartbeat_interval_secs", "expires_at_ms"],
             "properties": {"worker_id": {"type": "string"}, "ttl_secs": uint(u64::MAX),
-                "heartbeat_interval_secs": uint(u64::MAX), "expires_at_ms": uint(u64::MAX)}},
+                "heartbeat_interval_secs": uint(u64::MAX), "expires_at_ms": uint(u64::MAX)}}
+    })
+}
+
+/// The shapes of the read endpoints (bootstrap, route, workers, topology, health).
+fn view_schemas() -> Value {
+    let state = json!({"type": "string", "enum": ["joining", "online", "draining"]});
+    json!({
         "BootstrapResponse": {"type": "object", "required": ["seeds", "ttl_secs", "count"], "properties": {
             "seeds": {"type": "array", "items": {"type": "object", "required": ["peer_id", "multiaddrs", "role"],
                 "properties": {

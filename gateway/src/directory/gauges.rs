@@ -2,9 +2,9 @@
 
 use gpumesh_dht::record::{WorkerRecord, WorkerState};
 
+use super::Source;
 use super::worker::state_name;
 use crate::metrics::{GpuCountLabels, Metrics, WorkerCountLabels};
-use crate::sources::Source;
 
 /// The `gpu` label of a worker that publishes no GPU.
 const NO_GPU: &str = "none";

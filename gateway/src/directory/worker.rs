@@ -11,9 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use url::Url;
 
 use super::Refused;
+use super::Source;
 use super::attempts::AttemptLog;
 use super::gauges::Tally;
-use crate::sources::Source;
 use crate::types::{GpuSummary, WorkerView};
 
 /// `joining`, `online` or `draining`.
