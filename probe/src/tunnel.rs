@@ -191,18 +191,11 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Runs one child until it exits (`Err(reason)`) or shutdown (`Ok`).
-async fn run_child(
-    cfg: &CloudflaredConfig,
-    tx: &watch::Sender<TunnelStatus>,
-    shutdown: &CancellationToken,
-    restarts: u32,
-    ready_since: &mut Option<Instant>,
-) -> Result<(), String> {
-    let port = free_port().map_err(|e| format!("no free metrics port: {e}"))?;
-    let metrics = format!("127.0.0.1:{port}");
+/// Starts cloudflared with its metrics (and readiness) endpoint on `metrics`; its stderr goes
+/// to the debug log.
+fn spawn_child(cfg: &CloudflaredConfig, metrics: &str) -> Result<tokio::process::Child, String> {
     let mut cmd = Command::new(&cfg.bin);
-    cmd.args(["tunnel", "--no-autoupdate", "--metrics", &metrics]);
+    cmd.args(["tunnel", "--no-autoupdate", "--metrics", metrics]);
     match &cfg.named {
         Some(named) => {
             cmd.arg("run");
@@ -230,6 +223,58 @@ async fn run_child(
             }
         });
     }
+    Ok(child)
+}
+
+/// One look at the child's metrics endpoint: its public URL and readiness, published on `tx`
+/// when they changed.
+async fn poll(
+    cfg: &CloudflaredConfig,
+    client: &reqwest::Client,
+    base: &str,
+    tx: &watch::Sender<TunnelStatus>,
+    restarts: u32,
+    ready_since: &mut Option<Instant>,
+) {
+    let url = match &cfg.named {
+        Some(n) => Some(n.public_url.clone()),
+        None => quick_hostname(client, base).await,
+    };
+    let ready = url.is_some() && is_ready(client, base).await;
+    match (ready, ready_since.is_some()) {
+        (true, false) => *ready_since = Some(Instant::now()),
+        (false, true) => *ready_since = None,
+        _ => {}
+    }
+    let next = TunnelStatus {
+        url,
+        ready,
+        restarts,
+        last_error: (!ready).then(|| "waiting for cloudflared /ready".to_owned()),
+    };
+    tx.send_if_modified(|s| {
+        if *s == next {
+            return false;
+        }
+        if next.ready && !s.ready {
+            info!(url = ?next.url, "tunnel ready");
+        }
+        *s = next;
+        true
+    });
+}
+
+/// Runs one child until it exits (`Err(reason)`) or shutdown (`Ok`).
+async fn run_child(
+    cfg: &CloudflaredConfig,
+    tx: &watch::Sender<TunnelStatus>,
+    shutdown: &CancellationToken,
+    restarts: u32,
+    ready_since: &mut Option<Instant>,
+) -> Result<(), String> {
+    let port = free_port().map_err(|e| format!("no free metrics port: {e}"))?;
+    let metrics = format!("127.0.0.1:{port}");
+    let mut child = spawn_child(cfg, &metrics)?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(1))
@@ -251,34 +296,7 @@ async fn run_child(
                 info!("cloudflared stopped");
                 return Ok(());
             }
-            _ = tick.tick() => {
-                let url = match &cfg.named {
-                    Some(n) => Some(n.public_url.clone()),
-                    None => quick_hostname(&client, &base).await,
-                };
-                let ready = url.is_some() && is_ready(&client, &base).await;
-                match (ready, ready_since.is_some()) {
-                    (true, false) => *ready_since = Some(Instant::now()),
-                    (false, true) => *ready_since = None,
-                    _ => {}
-                }
-                let next = TunnelStatus {
-                    url,
-                    ready,
-                    restarts,
-                    last_error: (!ready).then(|| "waiting for cloudflared /ready".to_owned()),
-                };
-                tx.send_if_modified(|s| {
-                    if *s == next {
-                        return false;
-                    }
-                    if next.ready && !s.ready {
-                        info!(url = ?next.url, "tunnel ready");
-                    }
-                    *s = next;
-                    true
-                });
-            }
+            _ = tick.tick() => poll(cfg, &client, &base, tx, restarts, ready_since).await,
         }
     }
 }
