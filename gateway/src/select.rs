@@ -119,7 +119,7 @@ pub fn to_view(r: &WorkerRecord, load_at_ms: u64, now: Duration) -> WorkerView {
     let age = Duration::from_millis(unix_ms().saturating_sub(load_at_ms));
     WorkerView {
         id: r.peer_id.clone(),
-        services: r.services.clone(),
+        services: r.services.iter().map(ToString::to_string).collect(),
         gpus: r
             .gpus
             .iter()

@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use gpumesh_dht::admission::{AdmissionError, hex_decode};
 use gpumesh_dht::record::WorkerRecord;
 use gpumesh_dht::request::{self, RequestSigError};
-use gpumesh_dht::signed::{check_gpus, check_schema, now_ms};
+use gpumesh_dht::signed::{check_gpus, check_schema};
 use gpumesh_dht::validate::RecordLimits;
 use gpumesh_dht::{RejectReason, SignedRecord};
 use serde::Deserialize;
@@ -92,7 +92,7 @@ impl Admissions {
                 .ids_from(Source::Registry)
                 .into_iter()
                 .collect();
-            let now = now_ms();
+            let now = unix_ms();
             map.retain(|id, a| a.not_after_ms > now && live.contains(id));
         }
         // A re-registration keeps the replay guard: an old signed heartbeat stays old.
@@ -240,7 +240,7 @@ fn verify_signed(state: &AppState, hex: &str, peer_id: &str) -> Result<SignedRec
         return Err(bad(RejectReason::Oversized));
     }
     let bytes = hex_decode(hex).ok_or_else(|| bad(RejectReason::Malformed))?;
-    let signed = SignedRecord::verify(&bytes, None, &limits, now_ms()).map_err(bad)?;
+    let signed = SignedRecord::verify(&bytes, None, &limits, unix_ms()).map_err(bad)?;
     if signed.record.peer_id != peer_id {
         return Err(bad(RejectReason::SignerMismatch));
     }
@@ -301,7 +301,7 @@ fn admitted_record(
             t.check(
                 &signed.peer_id,
                 &state.config.dht_admission_operators,
-                now_ms(),
+                unix_ms(),
             )
             .map(|()| t.not_after_ms())
         })
@@ -366,7 +366,7 @@ fn heartbeat_admission(state: &AppState, id: &str) -> Result<Option<u64>, Gatewa
     let Some(Admitted { not_after_ms, .. }) = state.registry_admissions.get(id) else {
         return Err(GatewayError::UnknownWorker(id.to_owned()));
     };
-    if not_after_ms <= now_ms() {
+    if not_after_ms <= unix_ms() {
         state.registry_admissions.remove(id);
         let _ = state.directory.deregister(id);
         info!(worker = %id, not_after_ms, "admission token expired; registry worker dropped");
@@ -398,7 +398,7 @@ fn check_request_signature(
         value(request::SIGNED_AT_HEADER),
         value(request::SIGNATURE_HEADER),
     );
-    let now = now_ms();
+    let now = unix_ms();
     state
         .registry_admissions
         .accept_signed(id, |last| {

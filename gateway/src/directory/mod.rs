@@ -627,7 +627,7 @@ impl Directory {
         self.lock()
             .entries
             .values()
-            .flat_map(|e| e.record.services.iter().cloned())
+            .flat_map(|e| e.record.services.iter().map(ToString::to_string))
             .collect()
     }
 

@@ -40,7 +40,11 @@ pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
     if record.services.is_empty() || record.services.len() > MAX_SERVICES {
         return Err(Refused::Invalid("a record must offer 1 to 32 services"));
     }
-    if !record.services.iter().all(|s| valid_service_name(s)) {
+    if !record
+        .services
+        .iter()
+        .all(|s| valid_service_name(s.as_str()))
+    {
         return Err(Refused::Invalid("service names are 1-64 of [A-Za-z0-9._-]"));
     }
     Ok(())
@@ -65,7 +69,7 @@ pub(super) fn to_view(e: &Entry, log: AttemptLog, now: Instant) -> WorkerView {
         id: r.peer_id.clone(),
         source: e.source.as_str().to_owned(),
         state: r.state,
-        services: r.services.clone(),
+        services: r.services.iter().map(ToString::to_string).collect(),
         tunnel_url: r.tunnel_url.clone(),
         seq: r.seq,
         record_age_ms: u64::try_from(now.saturating_duration_since(e.received_at).as_millis())
