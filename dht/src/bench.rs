@@ -15,6 +15,7 @@ use crate::{
     DhtError, DhtHandle, Timings, TransportKind,
     config::Sizing,
     metrics::DhtMetrics,
+    rules::ServiceName,
     testnet::{Testnet, TestnetConfig},
 };
 
@@ -133,7 +134,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, DhtError> {
         sizing: cfg.sizing,
         network_key: None,
         shared_metrics: Some(metrics.clone()),
-        services: vec!["bench".to_owned()],
+        services: vec![ServiceName::parse("bench").expect("a valid name")],
     };
     let gateway_rt = BackgroundRuntime(if cfg.gateway_threads > 0 {
         Some(

@@ -7,7 +7,15 @@ use std::{path::PathBuf, time::Duration};
 
 use libp2p::{Multiaddr, identity::Keypair, pnet::PreSharedKey};
 
-use crate::{DhtError, admission::Admission, metrics::DhtMetrics, validate::RecordLimits};
+use crate::{
+    DhtError,
+    admission::Admission,
+    metrics::DhtMetrics,
+    rules::{InvalidSeed, RecordLimits, record_ttl},
+};
+
+/// How often a worker re-publishes its record unless told otherwise.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 
 /// What a node is for. Seeds and gateways are DHT servers; workers are DHT clients unless the
 /// operator says they are reachable.
@@ -58,7 +66,8 @@ pub enum Identity {
 /// Timings. Every duration bounds something: see docs/dht.md for the reasoning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
-    /// Lifetime of a published worker record (and of its provider records).
+    /// Lifetime of a published worker record (and of its provider records); normally
+    /// [`crate::rules::record_ttl`] of `refresh_interval` ([`Timings::with_refresh`]).
     pub record_ttl: Duration,
     /// How often a worker re-signs and re-publishes its record (and re-announces providers).
     pub refresh_interval: Duration,
@@ -89,8 +98,8 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
-            record_ttl: Duration::from_secs(90),
-            refresh_interval: Duration::from_secs(30),
+            record_ttl: record_ttl(DEFAULT_REFRESH),
+            refresh_interval: DEFAULT_REFRESH,
             heartbeat_interval: Duration::from_secs(10),
             liveness_timeout: Duration::from_secs(45),
             load_stale_after: Duration::from_secs(30),
@@ -107,8 +116,20 @@ impl Default for Timings {
 }
 
 impl Timings {
+    /// These timings with records refreshed every `refresh` and living the rulebook's
+    /// [`record_ttl`] of it.
+    #[must_use]
+    pub fn with_refresh(self, refresh: Duration) -> Self {
+        Self {
+            refresh_interval: refresh,
+            record_ttl: record_ttl(refresh),
+            ..self
+        }
+    }
+
     /// Short timings for tests and in-process networks: a record lives 8 s and is refreshed
-    /// every 2 s. Still loose enough for a loaded 2-core machine running debug builds.
+    /// every 2 s, one refresh more than [`record_ttl`] gives, so that a loaded 2-core machine
+    /// running debug builds does not see records expire between refreshes.
     pub fn fast() -> Self {
         Self {
             record_ttl: Duration::from_secs(8),
@@ -244,10 +265,8 @@ impl NodeConfig {
             return bad("seeds, gateways and reachable workers need at least one listen address");
         }
         for seed in &self.seeds {
-            if crate::node::peer_of(seed).is_none() {
-                return Err(DhtError::Config(format!(
-                    "seed {seed} lacks a /p2p/<peer_id> part"
-                )));
+            if crate::rules::peer_of(seed).is_none() {
+                return Err(InvalidSeed::NoPeerId(seed.to_string()).into());
             }
         }
         if self.channel_capacity == 0 {

@@ -1,6 +1,9 @@
 //! Errors at the crate boundary.
 
-use crate::validate::RejectReason;
+use crate::{
+    rules::{InvalidSeed, InvalidServiceName},
+    validate::RejectReason,
+};
 
 /// What can go wrong when configuring, starting or driving a node.
 #[derive(Debug, thiserror::Error)]
@@ -8,6 +11,12 @@ pub enum DhtError {
     /// The configuration is invalid (a usage error: the caller should exit with code 64).
     #[error("invalid dht configuration: {0}")]
     Config(String),
+    /// A service name breaks the rulebook's rule (a usage error, like [`DhtError::Config`]).
+    #[error(transparent)]
+    Service(#[from] InvalidServiceName),
+    /// A seed address is not `/…/p2p/<peer id>` (a usage error, like [`DhtError::Config`]).
+    #[error("invalid dht configuration: {0}")]
+    Seed(#[from] InvalidSeed),
     /// Reading or writing a key file failed.
     #[error("key file {path}: {source}")]
     KeyFile {

@@ -112,7 +112,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "gpumesh-id-{}-{}",
             std::process::id(),
-            crate::signed::now_ms()
+            crate::rules::unix_ms()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let kp = dir.join("node.key");

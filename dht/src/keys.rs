@@ -5,6 +5,8 @@
 
 use libp2p::{PeerId, StreamProtocol, kad::RecordKey};
 
+use crate::rules::ServiceName;
+
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/gpumesh/kad/1.0.0");
 /// Identify `protocol_version`. libp2p-identify 0.48 always speaks `/ipfs/id/1.0.0` on the wire,
@@ -20,8 +22,6 @@ pub const WORKER_PREFIX: &str = "/gpumesh/v1/worker/";
 pub const SERVICE_PREFIX: &str = "/gpumesh/v1/svc/";
 /// Longest key we accept, bytes.
 pub const MAX_KEY_BYTES: usize = 160;
-/// Longest service name, bytes.
-pub const MAX_SERVICE_BYTES: usize = 64;
 /// Most shards a service index may have (also bounds what a peer may make us store).
 pub const MAX_SHARDS: u32 = 4096;
 
@@ -43,15 +43,6 @@ pub fn shard_of(peer: &PeerId, shards: u32) -> u32 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (h % u64::from(shards.max(1))) as u32
-}
-
-/// A service name is 1..=64 bytes of `[a-z0-9._-]`; it becomes part of a key.
-pub fn is_valid_service(service: &str) -> bool {
-    !service.is_empty()
-        && service.len() <= MAX_SERVICE_BYTES
-        && service.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
 }
 
 /// A key we know, parsed.
@@ -85,7 +76,7 @@ pub fn parse_key(key: &RecordKey) -> Option<ParsedKey> {
     if shard_text != shard.to_string() {
         return None;
     }
-    (is_valid_service(service) && shard < MAX_SHARDS).then(|| ParsedKey::Service {
+    (ServiceName::parse(service).is_ok() && shard < MAX_SHARDS).then(|| ParsedKey::Service {
         service: service.to_owned(),
         shard,
     })

@@ -11,7 +11,7 @@
 //! - [`admission`]: operator-signed admission tokens and the keys that check them.
 //! - [`signed`]: signed envelopes around records; verification.
 //! - [`request`]: signed registry requests (heartbeats, deregistrations) under admission.
-//! - [`validate`]: reject reasons and limits for inbound data.
+//! - [`validate`]: why inbound data is refused (the limits are the rulebook's).
 //! - [`keys`]: protocol names and key namespaces, service shards.
 //! - [`config`]: [`NodeConfig`], roles, timings, sizes.
 //! - [`identity`]: key files (node identity, pre-shared network key).
@@ -55,5 +55,6 @@ pub use libp2p::pnet::PreSharedKey;
 pub use node::{run, spawn};
 pub use record::WorkerRecord;
 pub use registry::{RegistryEvent, RegistryView, WorkerEntry};
+pub use rules::ServiceName;
 pub use signed::SignedRecord;
 pub use validate::RejectReason;

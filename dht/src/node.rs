@@ -21,7 +21,6 @@ use libp2p::{
     gossipsub::IdentTopic,
     identity::Keypair,
     kad::{QueryId, RecordKey},
-    multiaddr::Protocol,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -36,19 +35,11 @@ use crate::{
     metrics::DhtMetrics,
     record::WorkerRecord,
     registry::RegistryView,
-    signed::now_ms,
+    rules::{Stamper, peer_of, unix_ms},
     transport::build_swarm,
 };
 
 use self::queries::{FindJob, Pending};
-
-/// The peer id in a multiaddr's trailing `/p2p/<id>`.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
 
 /// The last 6 characters of a peer id, for logs.
 fn short(peer: &PeerId) -> String {
@@ -134,8 +125,8 @@ pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandl
         last_announce: Instant::now(),
         fetching: HashSet::new(),
         provider_keys: HashSet::new(),
-        last_seq: 0,
-        started_ms: now_ms(),
+        stamper: Stamper::new(),
+        started_ms: unix_ms(),
         stored_seqs: HashMap::new(),
         put_retry_at: None,
         put_backoff: Duration::ZERO,
@@ -201,7 +192,8 @@ pub(crate) struct EventLoop {
     fetching: HashSet<PeerId>,
     /// Provider keys held locally, swept for expired providers.
     provider_keys: HashSet<RecordKey>,
-    last_seq: u64,
+    /// Stamps this worker's records (`seq`, issue and expiry times).
+    stamper: Stamper,
     started_ms: u64,
     /// `seq` of each record in the store (so newest-wins needs no second signature check).
     stored_seqs: HashMap<RecordKey, u64>,
@@ -353,7 +345,7 @@ impl EventLoop {
             .role
             .subscribes()
             .then_some(self.config.timings.liveness_timeout);
-        self.registry.sweep(now_ms(), now, liveness);
+        self.registry.sweep(unix_ms(), now, liveness);
         self.sweep_gate();
     }
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::ServiceName;
+
 /// Lifecycle state a worker announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,8 +103,8 @@ pub struct WorkerRecord {
     pub expires_at_ms: u64,
     /// Lifecycle state.
     pub state: WorkerState,
-    /// Services offered, e.g. `["ocr", "embed"]`.
-    pub services: Vec<String>,
+    /// Services offered, e.g. `["ocr", "embed"]` (each name valid by construction).
+    pub services: Vec<ServiceName>,
     /// Optional capability tags, e.g. `["fp8", "llama-3-8b"]`.
     #[serde(default)]
     pub capabilities: Vec<String>,
@@ -121,9 +123,11 @@ pub struct WorkerRecord {
 }
 
 impl WorkerRecord {
-    /// A record with the given services and URL, state `Online`, no GPUs, zero load. The node
-    /// fills in `peer_id`, `seq`, `issued_at_ms` and `expires_at_ms` when it publishes.
-    pub fn new(services: Vec<String>, tunnel_url: impl Into<String>) -> Self {
+    /// A record with the given services and URL, state `Online`, no GPUs, zero load. Whoever
+    /// signs it fills in `peer_id` and stamps `seq`, `issued_at_ms` and `expires_at_ms`
+    /// ([`crate::rules::Stamper`]): the DHT node when it publishes, the agent's registry link
+    /// when it registers.
+    pub fn new(services: Vec<ServiceName>, tunnel_url: impl Into<String>) -> Self {
         Self {
             peer_id: String::new(),
             seq: 0,

@@ -16,9 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::{
     admission::{self, AdmissionToken},
     keys::{self, ParsedKey},
-    record::{GpuInfo, WorkerRecord},
-    validate::{MAX_GPUS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits, RejectReason},
+    record::WorkerRecord,
+    validate::{RecordLimits, RejectReason},
 };
+
+/// The schema check [`SignedRecord::verify`] applies; the gateway's HTTP registry applies the
+/// same one to the records it takes.
+pub use crate::rules::limits::{check_gpus, check_schema};
 
 /// Domain separation string of worker record signatures.
 pub const RECORD_DOMAIN: &str = "gpumesh-worker-record";
@@ -147,47 +151,4 @@ fn check_times(r: &WorkerRecord, limits: &RecordLimits, now_ms: u64) -> Result<(
         return Err(RejectReason::Expired);
     }
     Ok(())
-}
-
-/// The schema limits every record must meet (services, capabilities, URL, GPUs, text
-/// lengths: [`crate::validate`]'s constants). [`SignedRecord::verify`] applies them to DHT
-/// records; the gateway's HTTP registry applies the same function to the records it takes.
-///
-/// # Errors
-/// [`RejectReason::Schema`].
-pub fn check_schema(r: &WorkerRecord) -> Result<(), RejectReason> {
-    let text_ok = |s: &str| s.len() <= MAX_TEXT;
-    let ok = r.services.len() <= MAX_SERVICES
-        && r.services.iter().all(|s| keys::is_valid_service(s))
-        && r.capabilities.len() <= MAX_SERVICES
-        && r.capabilities.iter().all(|c| text_ok(c))
-        && r.tunnel_url.len() <= MAX_URL
-        && text_ok(&r.agent_version);
-    if ok {
-        check_gpus(&r.gpus)
-    } else {
-        Err(RejectReason::Schema)
-    }
-}
-
-/// The GPU part of [`check_schema`] (at most [`MAX_GPUS`], bounded text), for updates that
-/// carry only GPUs (registry heartbeats).
-///
-/// # Errors
-/// [`RejectReason::Schema`].
-pub fn check_gpus(gpus: &[GpuInfo]) -> Result<(), RejectReason> {
-    let text_ok = |s: &str| s.len() <= MAX_TEXT;
-    if gpus.len() <= MAX_GPUS && gpus.iter().all(|g| text_ok(&g.model) && text_ok(&g.uuid)) {
-        Ok(())
-    } else {
-        Err(RejectReason::Schema)
-    }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -15,6 +15,7 @@ use crate::{
     DhtError, DhtHandle, NodeConfig, Role, Timings, TransportKind, WorkerRecord,
     config::{Identity, Sizing},
     metrics::DhtMetrics,
+    rules::ServiceName,
 };
 
 /// How to build a test network.
@@ -32,7 +33,7 @@ pub struct TestnetConfig {
     /// otherwise each node gets its own.
     pub shared_metrics: Option<DhtMetrics>,
     /// Services each worker offers.
-    pub services: Vec<String>,
+    pub services: Vec<ServiceName>,
 }
 
 impl Default for TestnetConfig {
@@ -47,7 +48,7 @@ impl Default for TestnetConfig {
             sizing,
             network_key: None,
             shared_metrics: None,
-            services: vec!["ocr".to_owned()],
+            services: vec![ServiceName::parse("ocr").expect("a valid name")],
         }
     }
 }

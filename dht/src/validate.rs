@@ -1,9 +1,8 @@
-//! Why inbound data is refused, and the limits it is checked against.
+//! Why inbound data is refused ([`RejectReason`]); the limits it is checked against are the
+//! rulebook's ([`crate::rules::limits`]).
 //!
 //! Every inbound record and provider goes through here (`StoreInserts::FilterBoth`), as does every
 //! gossip message; each refusal is counted by reason in [`crate::metrics::DhtMetrics`].
-
-use std::time::Duration;
 
 /// Why a record, provider or gossip message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -67,34 +66,8 @@ impl RejectReason {
     }
 }
 
-/// Limits applied to records (the same on every node).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordLimits {
-    /// Largest signed envelope, bytes.
-    pub max_value_bytes: usize,
-    /// Longest lifetime (`expires_at - issued_at`) a record may claim.
-    pub max_ttl: Duration,
-    /// Allowed clock skew for `issued_at` in the future.
-    pub max_skew: Duration,
-}
-
-impl Default for RecordLimits {
-    fn default() -> Self {
-        Self {
-            max_value_bytes: 4096,
-            max_ttl: Duration::from_secs(600),
-            max_skew: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Most addresses a provider record may carry.
-pub const MAX_PROVIDER_ADDRS: usize = 8;
-/// Most services a record may list.
-pub const MAX_SERVICES: usize = 32;
-/// Most GPUs a record may list.
-pub const MAX_GPUS: usize = 16;
-/// Longest free-text field (model, uuid, version, capability), bytes.
-pub const MAX_TEXT: usize = 256;
-/// Longest tunnel URL, bytes.
-pub const MAX_URL: usize = 512;
+/// The limits inbound data is checked against live in the rulebook; re-exported here so
+/// that a reason and the limit behind it are one import away.
+pub use crate::rules::limits::{
+    MAX_GPUS, MAX_PROVIDER_ADDRS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits,
+};

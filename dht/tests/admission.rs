@@ -6,7 +6,7 @@
 mod support;
 
 use gpumesh_dht::{
-    AdmissionToken, DhtHandle, OperatorKey, RejectReason, Role, signed::now_ms,
+    AdmissionToken, DhtHandle, OperatorKey, RejectReason, Role, rules::unix_ms,
     testnet::fresh_identity,
 };
 use libp2p::{PeerId, identity::Keypair};
@@ -55,7 +55,7 @@ async fn only_admitted_workers_are_discovered_by_an_enforcing_gateway() -> anyho
     let enforcing = net.add_gateway_with(c).await?;
     let open = net.add_gateway().await?;
 
-    let now = now_ms();
+    let now = unix_ms();
     let admitted = start_worker(&mut net, |me| {
         AdmissionToken::issue(&operator, me, now, now + DAY_MS).ok()
     })
@@ -164,18 +164,18 @@ async fn a_worker_leaves_the_view_when_its_token_expires() -> anyhow::Result<()>
     c.admission.trusted = vec![OperatorKey::of(&operator)?];
     let gateway = net.add_gateway_with(c).await?;
     // Long enough to be admitted on a loaded machine, short enough to watch it run out.
-    let now = now_ms();
+    let now = unix_ms();
     let not_after = now + 6_000;
     let w = start_worker(&mut net, |me| {
         AdmissionToken::issue(&operator, me, now, not_after).ok()
     })
     .await?;
     let seen = wait_until(EVENTUALLY, || gateway.registry().contains(&w.peer_id())).await;
-    if now_ms() < not_after {
+    if unix_ms() < not_after {
         assert!(seen, "the worker was not admitted before its token expired");
     }
     assert!(
-        wait_until(EVENTUALLY, || now_ms() > not_after
+        wait_until(EVENTUALLY, || unix_ms() > not_after
             && !gateway.registry().contains(&w.peer_id()))
         .await,
         "the worker stayed in the view after its token expired"

@@ -6,14 +6,14 @@ mod support;
 use std::time::Duration;
 
 use gpumesh_dht::{
-    RejectReason, SignedRecord, WorkerRecord, keys, signed::now_ms, validate::RecordLimits,
+    RejectReason, SignedRecord, WorkerRecord, keys, rules::unix_ms, validate::RecordLimits,
 };
 use libp2p::{identity::Keypair, kad::RecordKey};
 use support::{EVENTUALLY, Testnet, TestnetConfig, wait_until};
 
 fn signed(key: &Keypair, seq: u64) -> SignedRecord {
-    let now = now_ms();
-    let mut r = WorkerRecord::new(vec!["ocr".into()], "https://x.example.invalid");
+    let now = unix_ms();
+    let mut r = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://x.example.invalid");
     r.seq = seq;
     r.issued_at_ms = now;
     r.expires_at_ms = now + 3_000;
@@ -23,7 +23,7 @@ fn signed(key: &Keypair, seq: u64) -> SignedRecord {
 #[test]
 fn verify_rejects_each_kind_of_bad_value() {
     let limits = RecordLimits::default();
-    let now = now_ms();
+    let now = unix_ms();
     let victim = Keypair::generate_ed25519();
     let attacker = Keypair::generate_ed25519();
     let vkey = keys::worker_key(&victim.public().to_peer_id());
@@ -57,7 +57,7 @@ fn verify_rejects_each_kind_of_bad_value() {
         Err(RejectReason::Expired)
     );
     // A record too big to sign is refused before it leaves the worker.
-    let mut big = WorkerRecord::new(vec!["ocr".into()], "https://x.example.invalid");
+    let mut big = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://x.example.invalid");
     big.capabilities = (0..30).map(|i| format!("{i:0>200}")).collect();
     big.expires_at_ms = now + 1000;
     big.issued_at_ms = now;

@@ -12,7 +12,7 @@
 use std::sync::LazyLock;
 
 use gpumesh_dht::{
-    AdmissionToken, DhtError, RejectReason, SignedRecord, WorkerRecord,
+    AdmissionToken, DhtError, RejectReason, ServiceName, SignedRecord, WorkerRecord,
     admission::hex_decode,
     gossip::{Heartbeat, Leave},
     identity::{load_network_key, load_or_create_keypair},
@@ -54,7 +54,10 @@ fn config(cases: u32) -> ProptestConfig {
 
 /// A schema-valid record, valid at [`NOW_MS`], not yet signed.
 fn valid_record() -> WorkerRecord {
-    let mut r = WorkerRecord::new(vec!["ocr".into(), "embed".into()], "https://w1.example.com");
+    let mut r = WorkerRecord::new(
+        vec!["ocr".parse().unwrap(), "embed".parse().unwrap()],
+        "https://w1.example.com",
+    );
     r.peer_id = peer().to_base58();
     r.seq = 3;
     r.issued_at_ms = NOW_MS - 1_000;
@@ -101,7 +104,11 @@ fn assert_schema(sr: &SignedRecord) {
     let r = &sr.record;
     assert_eq!(r.peer_id, sr.peer_id.to_base58());
     assert!(r.services.len() <= MAX_SERVICES && r.gpus.len() <= MAX_GPUS);
-    assert!(r.services.iter().all(|s| keys::is_valid_service(s)));
+    assert!(
+        r.services
+            .iter()
+            .all(|s| ServiceName::parse(s.as_str()).is_ok())
+    );
     assert!(r.tunnel_url.len() <= MAX_URL);
     assert!(r.issued_at_ms < r.expires_at_ms && r.expires_at_ms > NOW_MS);
 }
@@ -311,7 +318,7 @@ proptest! {
         if let Some(parsed) = keys::parse_key(&RecordKey::new(&bytes)) {
             prop_assert!(bytes.len() <= MAX_KEY_BYTES);
             if let ParsedKey::Service { service, .. } = parsed {
-                prop_assert!(keys::is_valid_service(&service));
+                prop_assert!(ServiceName::parse(&service).is_ok());
             }
         }
     }

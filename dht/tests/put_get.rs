@@ -17,7 +17,7 @@ async fn two_nodes_put_and_get() -> anyhow::Result<()> {
     let got = gateway.get_record(worker.peer_id()).await?;
     let got = got.ok_or_else(|| anyhow::anyhow!("record not found"))?;
     assert_eq!(got.peer_id, worker.peer_id());
-    assert_eq!(got.record.services, vec!["ocr".to_owned()]);
+    assert_eq!(got.record.services, ["ocr"]);
     assert!(
         wait_until(EVENTUALLY, || gateway
             .registry()

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let canonical = match &parsed {
         ParsedKey::Worker(peer) => keys::worker_key(peer),
         ParsedKey::Service { service, shard } => {
-            assert!(*shard < MAX_SHARDS && keys::is_valid_service(service));
+            assert!(*shard < MAX_SHARDS && gpumesh_dht::ServiceName::parse(service).is_ok());
             keys::service_key(service, *shard)
         }
     };

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         let r = &sr.record;
         assert_eq!(sr.peer_id, peer);
         assert!(r.services.len() <= MAX_SERVICES && r.gpus.len() <= MAX_GPUS);
-        assert!(r.services.iter().all(|s| keys::is_valid_service(s)));
+        assert!(r.services.iter().all(|s| gpumesh_dht::ServiceName::parse(s.as_str()).is_ok()));
         assert!(r.tunnel_url.len() <= MAX_URL);
         assert!(r.issued_at_ms < r.expires_at_ms && r.expires_at_ms > NOW_MS);
         assert!(bytes.len() <= limits.max_value_bytes);

@@ -76,7 +76,7 @@ fn record(id: &str, model: &str, url: &str) -> WorkerRecord {
         },
         agent_version: "quality-run".into(),
         started_at_ms: now,
-        ..WorkerRecord::new(vec!["quality".to_owned()], url)
+        ..WorkerRecord::new(vec!["quality".parse().unwrap()], url)
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gpumesh_dht::record::WorkerRecord;
-use gpumesh_dht::signed::{SignedRecord, now_ms};
+use gpumesh_dht::rules::unix_ms;
+use gpumesh_dht::signed::SignedRecord;
 use gpumesh_dht::validate::RecordLimits;
 use gpumesh_dht::{DhtHandle, NodeConfig, Role, Timings};
 use gpumesh_gateway::Config;
@@ -80,7 +81,7 @@ async fn dht_records_route_and_forged_records_are_never_called() {
     let honest = worker_node(seeds.clone(), &nodes).await;
     honest
         .publish_record(WorkerRecord::new(
-            vec!["gen".into()],
+            vec!["gen".parse().unwrap()],
             format!("http://{honest_addr}"),
         ))
         .await
@@ -107,12 +108,12 @@ async fn dht_records_route_and_forged_records_are_never_called() {
     let victim = PeerId::random();
     let attacker_key = Keypair::generate_ed25519();
     let mut forged = WorkerRecord::new(
-        vec!["gen".into(), "forged".into()],
+        vec!["gen".parse().unwrap(), "forged".parse().unwrap()],
         format!("http://{forged_addr}"),
     );
     forged.peer_id = victim.to_base58(); // `sign` replaces it with the attacker's id
-    (forged.seq, forged.issued_at_ms, forged.expires_at_ms) = (1, now_ms(), now_ms() + 6_000);
-    let signed = SignedRecord::sign(&attacker_key, forged, &RecordLimits::default(), now_ms())
+    (forged.seq, forged.issued_at_ms, forged.expires_at_ms) = (1, unix_ms(), unix_ms() + 6_000);
+    let signed = SignedRecord::sign(&attacker_key, forged, &RecordLimits::default(), unix_ms())
         .expect("signs");
     let key = gpumesh_dht::keys::worker_key(&victim);
     let _ = attacker
@@ -188,7 +189,7 @@ async fn the_view_file_is_written_before_serve_returns() {
     let dir = std::env::temp_dir().join(format!(
         "gpumesh-view-file-{}-{}",
         std::process::id(),
-        now_ms()
+        unix_ms()
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("view.bin");

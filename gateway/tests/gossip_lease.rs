@@ -98,7 +98,7 @@ async fn a_live_worker_stays_in_every_gateway_view_for_five_ttls() {
     let worker = node(Role::Worker { reachable: false }, seeds, &nodes);
     worker
         .publish_record(WorkerRecord::new(
-            vec!["gen".into()],
+            vec!["gen".parse().unwrap()],
             format!("http://{addr}"),
         ))
         .await

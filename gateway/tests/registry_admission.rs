@@ -14,7 +14,7 @@ use std::time::Duration;
 use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::{GpuInfo, WorkerRecord};
 use gpumesh_dht::request;
-use gpumesh_dht::signed::now_ms;
+use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::validate::{MAX_GPUS, RecordLimits};
 use gpumesh_dht::{AdmissionToken, OperatorKey, SignedRecord};
 use gpumesh_gateway::api::types::{ErrorBody, WorkersResponse};
@@ -59,7 +59,7 @@ fn signed(key: &Keypair, record: &WorkerRecord, token: Option<&AdmissionToken>) 
         record.clone(),
         token,
         &RecordLimits::default(),
-        now_ms(),
+        unix_ms(),
     )
     .expect("signs")
 }
@@ -154,7 +154,7 @@ async fn registry_refuses_what_the_dht_gate_refuses_and_routes_an_admitted_worke
     let (addr, _stop) = start_worker("admitted").await;
     let url = format!("http://{addr}");
     let (key, rec) = worker(&url);
-    let now = now_ms();
+    let now = unix_ms();
     let hour = 3_600_000;
     let register = "/api/workers/register";
 
@@ -254,7 +254,7 @@ async fn registry_refuses_what_the_dht_gate_refuses_and_routes_an_admitted_worke
         &gw,
         &id,
         Some(&serde_json::json!({})),
-        Some((&key, now_ms())),
+        Some((&key, unix_ms())),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{beat}");
@@ -277,7 +277,7 @@ async fn admitted(name: &'static str, valid_ms: u64) -> Admitted {
     let gw = start_gateway(enforcing(&operator)).await;
     let (addr, stop) = start_worker(name).await;
     let (key, rec) = worker(&format!("http://{addr}"));
-    let now = now_ms();
+    let now = unix_ms();
     let token = token(&operator, &key, now - 1_000, now + valid_ms);
     let (status, answer) = post(
         &gw,
@@ -317,13 +317,13 @@ async fn heartbeats_and_deregistrations_need_the_workers_own_signature() {
     // Unsigned, signed by another key, or signed too long ago: refused, nothing changes.
     let unsigned = signed_call(&gw, &id, Some(&busy), None).await;
     assert_not_admitted("an unsigned heartbeat", &unsigned, "not signed");
-    let forged = signed_call(&gw, &id, Some(&busy), Some((&attacker, now_ms()))).await;
+    let forged = signed_call(&gw, &id, Some(&busy), Some((&attacker, unix_ms()))).await;
     assert_not_admitted(
         "a heartbeat signed by another key",
         &forged,
         "does not verify",
     );
-    let stale = now_ms() - request::MAX_SKEW_MS - 5_000;
+    let stale = unix_ms() - request::MAX_SKEW_MS - 5_000;
     let old = signed_call(&gw, &id, Some(&busy), Some((&key, stale))).await;
     assert_not_admitted(
         "a heartbeat signed long ago",
@@ -337,7 +337,7 @@ async fn heartbeats_and_deregistrations_need_the_workers_own_signature() {
     );
 
     // The worker's own heartbeat is taken; the same request again is a replay.
-    let at = now_ms();
+    let at = unix_ms();
     let (status, answer) = signed_call(&gw, &id, Some(&busy), Some((&key, at))).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let view: Value = gw.get_json(&format!("/api/workers/{id}")).await;
@@ -352,10 +352,10 @@ async fn heartbeats_and_deregistrations_need_the_workers_own_signature() {
     // Nobody else can deregister it; it can.
     let unsigned = signed_call(&gw, &id, None, None).await;
     assert_not_admitted("an unsigned deregistration", &unsigned, "not signed");
-    let forged = signed_call(&gw, &id, None, Some((&attacker, now_ms()))).await;
+    let forged = signed_call(&gw, &id, None, Some((&attacker, unix_ms()))).await;
     assert_not_admitted("a forged deregistration", &forged, "does not verify");
     assert_eq!(workers(&gw).await, vec![id.clone()]);
-    let (status, _) = signed_call(&gw, &id, None, Some((&key, now_ms() + 1))).await;
+    let (status, _) = signed_call(&gw, &id, None, Some((&key, unix_ms() + 1))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(workers(&gw).await.is_empty());
 
@@ -393,10 +393,10 @@ async fn a_registry_lease_ends_with_the_admission_token() {
     // Heartbeats keep it only until the token ends; then they are refused and it leaves.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let empty = serde_json::json!({});
-    let mut last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, now_ms()))).await;
+    let mut last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, unix_ms()))).await;
     while last.0 == StatusCode::OK && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, now_ms()))).await;
+        last = signed_call(&gw, &rec.peer_id, Some(&empty), Some((&key, unix_ms()))).await;
     }
     let refused = last.0 != StatusCode::OK;
     assert!(refused, "heartbeats were accepted past the token's expiry");
@@ -445,7 +445,7 @@ async fn the_registry_applies_the_dht_record_limits() {
 mod agents {
     //! Real agents (DHT disabled, coordinator registry only) against the enforcing gateway.
 
-    use gpumesh_dht::signed::now_ms;
+    use gpumesh_dht::rules::unix_ms;
     use gpumesh_probe::agent::worker_id;
     use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};
     use gpumesh_probe::gpu::GpuChoice;
@@ -459,13 +459,13 @@ mod agents {
         std::env::temp_dir().join(format!(
             "gpumesh-registry-admission-{name}-{}-{}",
             std::process::id(),
-            now_ms()
+            unix_ms()
         ))
     }
 
     fn agent(gw: &RunningGateway, url: &str, dir: std::path::PathBuf) -> AgentConfig {
         AgentConfig {
-            services: vec!["ocr".into()],
+            services: vec!["ocr".parse().unwrap()],
             gpu: GpuChoice::Profile("t4".into()),
             tunnel: TunnelConfig::PublicUrl(url.to_owned()),
             report_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -532,7 +532,7 @@ mod agents {
         // With a token: registered (source registry) and routed to.
         let dir = state_dir("admitted");
         let id = worker_id(&dir).expect("id");
-        let now = now_ms();
+        let now = unix_ms();
         let mut cfg = agent(&gw, &url, dir);
         cfg.admission = Some(
             AdmissionToken::issue(

@@ -183,10 +183,11 @@ impl Fleet {
     pub fn agent_config(&self, index: usize, port: u16) -> AgentConfig {
         let c = &self.config;
         let profile = PROFILES[index % PROFILES.len()];
-        let mut services = vec![SERVICES[0].to_owned(), SERVICES[1].to_owned()];
-        if index.is_multiple_of(2) {
-            services.push(SERVICES[2].to_owned());
-        }
+        let count = if index.is_multiple_of(2) { 3 } else { 2 };
+        let services = SERVICES[..count]
+            .iter()
+            .map(|s| s.parse().expect("SERVICES are valid names"))
+            .collect();
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         AgentConfig {
             services,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::WorkerRecord;
 use gpumesh_dht::request::{self, RequestSigError};
-use gpumesh_dht::signed::now_ms;
+use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::validate::RecordLimits;
 pub use gpumesh_dht::wire::{HeartbeatRequest, RegisterResponse};
 use gpumesh_dht::{AdmissionToken, DhtError, RejectReason, SignedRecord};
@@ -143,7 +143,7 @@ impl Coordinator {
                 record.clone(),
                 admission.as_ref(),
                 &RecordLimits::default(),
-                now_ms(),
+                unix_ms(),
             )
         };
         let request = move |action: &str, at_ms: u64, body: &[u8]| {
@@ -274,7 +274,7 @@ impl Coordinator {
         let Some(signer) = &self.signer else {
             return req;
         };
-        let at_ms = now_ms();
+        let at_ms = unix_ms();
         match (signer.request)(action, at_ms, body) {
             Ok(signature) => req
                 .header(request::SIGNED_AT_HEADER, at_ms.to_string())
@@ -317,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_answers_are_read_only_up_to_a_cap() {
-        let mut record = WorkerRecord::new(vec!["ocr".into()], "http://127.0.0.1:9/");
+        let mut record = WorkerRecord::new(vec!["ocr".parse().unwrap()], "http://127.0.0.1:9/");
         record.peer_id = "12D3KooWtest".into();
         for (head, want) in [
             // A refusal's body is read for its error code, at most MAX_ERROR_BYTES.

@@ -26,7 +26,7 @@ fn free_addr() -> SocketAddr {
 
 fn base_config(gw: &FakeGateway, state: &str) -> AgentConfig {
     AgentConfig {
-        services: vec!["ocr".into(), "embed".into()],
+        services: vec!["ocr".parse().unwrap(), "embed".parse().unwrap()],
         gpu: GpuChoice::Profile("a100".into()),
         tunnel: TunnelConfig::PublicUrl("https://w1.example.org".into()),
         report_listen: free_addr(),
@@ -83,7 +83,9 @@ async fn coordinator_only_registers_heartbeats_and_drains_in_flight_work() {
     assert_eq!(rec.services, ["ocr", "embed"]);
     assert_eq!(rec.tunnel_url, "https://w1.example.org");
     assert_eq!(rec.gpus.len(), 1);
-    assert!(rec.expires_at_ms > rec.issued_at_ms);
+    // Stamped by the registry link with the rulebook's TTL: three 1 s refresh periods.
+    assert_eq!(rec.expires_at_ms - rec.issued_at_ms, 3_000);
+    assert!(rec.seq >= rec.issued_at_ms);
 
     // One request in flight, then SIGTERM.
     let url = format!("{}/api/service/ocr/run", mock.url());
@@ -210,7 +212,7 @@ async fn local_service_down_is_published_as_joining_and_recovers() {
 async fn bad_config_is_refused_before_any_socket() {
     let gw = FakeGateway::start(TOKEN).await;
     let mut cfg = base_config(&gw, "bad");
-    cfg.services = vec!["no spaces".into()];
+    cfg.services.clear();
     let err = run(cfg, CancellationToken::new()).await.unwrap_err();
     assert!(err.is_usage(), "{err}");
     let mut cfg = base_config(&gw, "bad2");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gpumesh_dht::admission::{load_token, write_token};
 use gpumesh_dht::config::Identity;
-use gpumesh_dht::signed::now_ms;
+use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::{AdmissionToken, NodeConfig, OperatorKey, RejectReason, Role, Timings};
 use gpumesh_probe::agent::worker_id;
 use gpumesh_probe::bootstrap::Seed;
@@ -47,7 +47,7 @@ async fn an_admitted_agent_is_discovered_and_a_foreign_token_is_refused_at_start
     // `gpumesh admit --out` and `gpumesh agent --admission FILE`.
     let mut cfg = config(&gw, "admitted");
     let id = worker_id(&cfg.state_dir).unwrap();
-    let now = now_ms();
+    let now = unix_ms();
     let token =
         AdmissionToken::issue(&operator, id.parse().unwrap(), now, now + 3_600_000).unwrap();
     let file = cfg.state_dir.join("worker.admission");

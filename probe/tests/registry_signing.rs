@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use gpumesh_dht::admission::hex_decode;
 use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
-use gpumesh_dht::signed::now_ms;
+use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::validate::RecordLimits;
 use gpumesh_dht::{AdmissionToken, SignedRecord};
 use gpumesh_probe::agent::{key_path, worker_id};
@@ -54,8 +54,8 @@ async fn registry(
 }
 
 fn record(id: &str) -> WorkerRecord {
-    let mut r = WorkerRecord::new(vec!["ocr".into()], "https://w.example.org");
-    let now = now_ms();
+    let mut r = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://w.example.org");
+    let now = unix_ms();
     r.peer_id = id.to_owned();
     r.seq = 1;
     r.issued_at_ms = now;
@@ -70,7 +70,7 @@ fn record(id: &str) -> WorkerRecord {
 
 fn ok_answer(id: &str) -> Value {
     serde_json::json!({"worker_id": id, "ttl_secs": 90, "heartbeat_interval_secs": 30,
-        "expires_at_ms": now_ms() + 90_000})
+        "expires_at_ms": unix_ms() + 90_000})
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn a_signed_registration_carries_a_verifiable_envelope_with_the_token() {
     let dir = support::temp_dir("registry-signing");
     let id = worker_id(&dir).unwrap();
     let operator = Keypair::generate_ed25519();
-    let now = now_ms();
+    let now = unix_ms();
     let token =
         AdmissionToken::issue(&operator, id.parse().unwrap(), now, now + 3_600_000).unwrap();
     let (url, bodies, _stop) = registry(StatusCode::OK, ok_answer(&id)).await;
@@ -101,7 +101,7 @@ async fn a_signed_registration_carries_a_verifiable_envelope_with_the_token() {
         &hex_decode(hex).unwrap(),
         None,
         &RecordLimits::default(),
-        now_ms(),
+        unix_ms(),
     )
     .expect("a gateway can verify it like a DHT record");
     assert_eq!(signed.peer_id.to_base58(), id);

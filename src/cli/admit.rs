@@ -10,7 +10,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use super::UsageError;
-use gpumesh_dht::{AdmissionToken, admission, identity, signed::now_ms};
+use gpumesh_dht::{AdmissionToken, admission, identity, rules::unix_ms};
 
 /// Longest admission `--valid-for` accepts (about ten years).
 const MAX_VALID_FOR: Duration = Duration::from_secs(3650 * 86_400);
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let key = identity::read_keypair(&args.operator_key)
         .map_err(|e| UsageError(format!("operator key: {e}")))?;
-    let now = now_ms();
+    let now = unix_ms();
     let not_after = now.saturating_add(args.valid_for.as_millis() as u64);
     let token = AdmissionToken::issue(&key, peer, now, not_after)
         .map_err(|e| UsageError(format!("operator key {}: {e}", args.operator_key.display())))?;

@@ -37,7 +37,7 @@ pub struct Args {
 struct Flags {
     /// A service this worker offers (repeat; comma-separated in the env var).
     #[arg(long = "service", env = "GPUMESH_SERVICES", value_delimiter = ',')]
-    services: Vec<String>,
+    services: Vec<gpumesh_dht::ServiceName>,
     /// A capability tag to publish (repeat; comma-separated in the env var).
     #[arg(
         long = "capability",
@@ -334,7 +334,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "{} state={:?} services={:?} gpus={} cpu={:.0}% mem={}/{} MiB url={}",
                 record.peer_id,
                 record.state,
-                record.services,
+                record
+                    .services
+                    .iter()
+                    .map(gpumesh_dht::ServiceName::as_str)
+                    .collect::<Vec<_>>(),
                 record.gpus.len(),
                 record.host.cpu_util_pct,
                 record.host.mem_available_mib,
@@ -391,6 +395,38 @@ mod tests {
         cfg.validate().unwrap();
     }
 
+    /// A service name the DHT would refuse (`OCR`: keys are lower case) is refused where the
+    /// flags are read, with the rulebook's message, before the agent starts.
+    #[test]
+    fn an_upper_case_service_is_refused_before_the_agent_starts() {
+        let parsed = Cli::try_parse_from([
+            "agent",
+            "--service",
+            "OCR",
+            "--public-url",
+            "https://w.example.org",
+            "--bootstrap-url",
+            "https://gw.example.org/api/dht/bootstrap",
+        ]);
+        let refused = match parsed {
+            Err(e) => e.to_string(),
+            Ok(cli) => match cli.args.flags.into_config() {
+                Err(e) => e.to_string(),
+                Ok(cfg) => cfg
+                    .validate()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+            },
+        };
+        assert!(
+            refused.contains(
+                "service name `OCR` is invalid: use 1-64 characters of a-z, 0-9, '.', '_' or '-'"
+            ),
+            "accepted, or refused for another reason: {refused:?}"
+        );
+    }
+
     /// The agent started through its flags with `--admission FILE`: the token is loaded and
     /// checked, the agent runs (mock service, DHT join attempts, registry fallback with a
     /// bearer token), and neither the registry token nor the node key reaches the logs.
@@ -401,12 +437,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "gpumesh-cli-agent-secrets-{}-{}",
             std::process::id(),
-            gpumesh_dht::signed::now_ms()
+            gpumesh_dht::rules::unix_ms()
         ));
         let state = dir.join("state");
         let id = gpumesh_probe::agent::worker_id(&state).unwrap();
         let operator = gpumesh_dht::identity::load_or_create_keypair(&dir.join("op.key")).unwrap();
-        let now = gpumesh_dht::signed::now_ms();
+        let now = gpumesh_dht::rules::unix_ms();
         let token = gpumesh_dht::AdmissionToken::issue(
             &operator,
             gpumesh_dht::admission::parse_peer_id(&id).unwrap(),

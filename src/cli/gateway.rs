@@ -269,7 +269,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "gpumesh-cli-gw-secrets-{}-{}",
             std::process::id(),
-            gpumesh_dht::signed::now_ms()
+            gpumesh_dht::rules::unix_ms()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let key_file = dir.join("node.key");

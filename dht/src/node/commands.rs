@@ -15,7 +15,8 @@ use crate::{
     keys,
     record::WorkerRecord,
     registry::LeaveReason,
-    signed::{SignedRecord, now_ms},
+    rules::{DEFAULT_VRAM_STEP_MIB, ServiceName, is_material_change, unix_ms},
+    signed::SignedRecord,
 };
 
 impl EventLoop {
@@ -100,7 +101,7 @@ impl EventLoop {
         let mut summary = ImportSummary::default();
         for bytes in envelopes {
             // Saved records pass the same admission check as records from the network.
-            let verified = SignedRecord::verify(bytes, None, &limits, now_ms())
+            let verified = SignedRecord::verify(bytes, None, &limits, unix_ms())
                 .and_then(|sr| self.admit(&sr).map(|()| sr));
             match verified {
                 Ok(sr) if sr.peer_id != self.local_peer() => {
@@ -170,18 +171,18 @@ impl EventLoop {
         }
     }
 
-    /// Signs `template` with a fresh seq and times, puts it, announces it, provides services.
+    /// Stamps `template` (the rulebook's [`Stamper`]: fresh seq, issue and expiry times),
+    /// signs it, puts it, announces it and provides its services.
     fn publish_own(&mut self, mut template: WorkerRecord, reply: Option<Reply<u64>>) {
-        let now = now_ms();
-        let seq = (self.last_seq + 1).max(now);
+        let now = unix_ms();
         let ttl = self.config.timings.record_ttl;
         if template.started_at_ms == 0 {
             template.started_at_ms = self.started_ms;
         }
+        let stamp = self.stamper.next(now, ttl);
+        let seq = stamp.seq;
         let mut rec = template.clone();
-        rec.seq = seq;
-        rec.issued_at_ms = now;
-        rec.expires_at_ms = now + ttl.as_millis() as u64;
+        stamp.apply(&mut rec);
         let token = self.config.admission.token.as_ref();
         if token.is_some_and(|t| t.not_after_ms() <= now) && !self.own_token_expired_logged {
             self.own_token_expired_logged = true;
@@ -205,11 +206,10 @@ impl EventLoop {
                 return;
             }
         };
-        self.last_seq = seq;
         // A newer record supersedes any pending retry of the old one.
         self.put_retry_at = None;
         let services: std::collections::BTreeSet<String> =
-            template.services.iter().cloned().collect();
+            template.services.iter().map(ToString::to_string).collect();
         let old: Vec<String> = self.provided.difference(&services).cloned().collect();
         for s in old {
             self.unprovide(&s);
@@ -238,7 +238,7 @@ impl EventLoop {
         let changed = self
             .own
             .as_ref()
-            .is_none_or(|o| !same_content(&o.template, &template));
+            .is_none_or(|o| is_material_change(&o.template, &template, DEFAULT_VRAM_STEP_MIB));
         let content_seq = match &self.own {
             Some(o) if !changed => o.content_seq,
             _ => seq,
@@ -293,7 +293,7 @@ impl EventLoop {
         let Some(own) = self.own.as_ref() else {
             return;
         };
-        let left_ms = own.expires_at_ms.saturating_sub(now_ms());
+        let left_ms = own.expires_at_ms.saturating_sub(unix_ms());
         if left_ms < 5_000 {
             self.refresh_own();
             return;
@@ -340,11 +340,7 @@ impl EventLoop {
     }
 
     fn provide(&mut self, service: &str) -> Result<(), DhtError> {
-        if !keys::is_valid_service(service) {
-            return Err(DhtError::Config(format!(
-                "invalid service name {service:?}"
-            )));
-        }
+        ServiceName::parse(service)?;
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
         let key = keys::service_key(service, shard);
         match self.swarm.behaviour_mut().kad.start_providing(key) {
@@ -375,7 +371,7 @@ impl EventLoop {
         self.heartbeat_seq += 1;
         let hb = Heartbeat {
             seq: self.heartbeat_seq,
-            at_ms: now_ms(),
+            at_ms: unix_ms(),
             record_seq: own.seq,
             record_expires_at_ms: own.expires_at_ms,
             content_seq: own.content_seq,
@@ -434,22 +430,4 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
-}
-
-/// Whether two records differ only in fast-changing figures (load, host, GPU utilisation),
-/// which heartbeats carry; anything else is re-announced over gossip.
-fn same_content(a: &WorkerRecord, b: &WorkerRecord) -> bool {
-    let gpus = |r: &WorkerRecord| {
-        r.gpus
-            .iter()
-            .map(|g| (g.model.clone(), g.uuid.clone(), g.vram_total_mib))
-            .collect::<Vec<_>>()
-    };
-    a.state == b.state
-        && a.services == b.services
-        && a.capabilities == b.capabilities
-        && a.tunnel_url == b.tunnel_url
-        && a.agent_version == b.agent_version
-        && a.load.max_concurrency == b.load.max_concurrency
-        && gpus(a) == gpus(b)
 }

@@ -17,7 +17,8 @@ use crate::{
     gossip::GossipMessage,
     keys::{self, ParsedKey},
     registry::{HeartbeatOutcome, LeaveReason},
-    signed::{SignedRecord, now_ms},
+    rules::unix_ms,
+    signed::SignedRecord,
     validate::{MAX_PROVIDER_ADDRS, RejectReason},
 };
 
@@ -130,7 +131,7 @@ impl EventLoop {
     /// Validates a record before it may touch the store (`StoreInserts::FilterBoth`).
     fn accept_record(&mut self, record: &kad::Record) -> Result<Accepted, RejectReason> {
         let limits = self.config.sizing.limits;
-        let sr = SignedRecord::verify(&record.value, Some(&record.key), &limits, now_ms())?;
+        let sr = SignedRecord::verify(&record.value, Some(&record.key), &limits, unix_ms())?;
         self.admit(&sr)?;
         self.accept_verified(record.key.clone(), sr, record.expires)
     }
@@ -164,7 +165,7 @@ impl EventLoop {
         }
         let mut stored = kad::Record::new(key.clone(), sr.bytes.clone());
         stored.publisher = Some(sr.peer_id);
-        let left = Duration::from_millis(sr.record.expires_at_ms.saturating_sub(now_ms()));
+        let left = Duration::from_millis(sr.record.expires_at_ms.saturating_sub(unix_ms()));
         let until = Instant::now() + left;
         stored.expires = Some(expires.map_or(until, |e| e.min(until)));
         self.swarm
@@ -360,7 +361,7 @@ impl EventLoop {
         }
         match msg {
             GossipMessage::Heartbeat(hb) => {
-                let max_expiry = now_ms() + self.config.sizing.limits.max_ttl.as_millis() as u64;
+                let max_expiry = unix_ms() + self.config.sizing.limits.max_ttl.as_millis() as u64;
                 if self.registry.heartbeat(source, hb, now, max_expiry)
                     == HeartbeatOutcome::NeedRecord
                     && !self.fetching.contains(&source)
@@ -371,8 +372,12 @@ impl EventLoop {
             }
             GossipMessage::Record(bytes) => {
                 let key = keys::worker_key(&source);
-                let sr =
-                    SignedRecord::verify(&bytes, Some(&key), &self.config.sizing.limits, now_ms())?;
+                let sr = SignedRecord::verify(
+                    &bytes,
+                    Some(&key),
+                    &self.config.sizing.limits,
+                    unix_ms(),
+                )?;
                 self.admit(&sr)?;
                 if !self.registry.upsert(&sr, now) {
                     return Ok(false);

@@ -19,10 +19,7 @@ use libp2p::{
 
 use super::EventLoop;
 use crate::{
-    keys,
-    registry::LeaveReason,
-    signed::{SignedRecord, now_ms},
-    validate::RejectReason,
+    keys, registry::LeaveReason, rules::unix_ms, signed::SignedRecord, validate::RejectReason,
 };
 
 /// Most peers remembered as denied (older entries are forgotten first when full).
@@ -68,7 +65,7 @@ impl EventLoop {
             return Ok(());
         }
         let verdict = match &sr.admission {
-            Some(t) => t.check(&sr.peer_id, &self.config.admission.trusted, now_ms()),
+            Some(t) => t.check(&sr.peer_id, &self.config.admission.trusted, unix_ms()),
             None => Err(crate::admission::AdmissionError::Missing),
         };
         match verdict {
@@ -97,7 +94,7 @@ impl EventLoop {
             return Verdict::Admitted;
         }
         match self.gate.admitted.get(peer) {
-            Some(not_after) if *not_after > now_ms() => Verdict::Admitted,
+            Some(not_after) if *not_after > unix_ms() => Verdict::Admitted,
             Some(_) => Verdict::Denied,
             None if self.gate.denied.contains_key(peer) => Verdict::Denied,
             None => Verdict::Unknown,
@@ -169,7 +166,7 @@ impl EventLoop {
         if !self.enforced() {
             return;
         }
-        let now_ms = now_ms();
+        let now_ms = unix_ms();
         let expired: Vec<PeerId> = self
             .gate
             .admitted

@@ -13,7 +13,8 @@ use crate::{
     handle::Reply,
     keys,
     registry::WorkerEntry,
-    signed::{SignedRecord, now_ms},
+    rules::{ServiceName, unix_ms},
+    signed::SignedRecord,
 };
 
 /// A query in flight.
@@ -160,7 +161,7 @@ impl EventLoop {
                         &pr.record.value,
                         Some(&key),
                         &self.config.sizing.limits,
-                        now_ms(),
+                        unix_ms(),
                     )
                     .and_then(|sr| self.admit(&sr).map(|()| sr))
                     {
@@ -280,10 +281,8 @@ impl EventLoop {
     }
 
     pub(super) fn find_workers(&mut self, service: String, reply: Reply<Vec<WorkerEntry>>) {
-        if !keys::is_valid_service(&service) {
-            let _ = reply.send(Err(DhtError::Config(format!(
-                "invalid service {service:?}"
-            ))));
+        if let Err(e) = ServiceName::parse(&service) {
+            let _ = reply.send(Err(e.into()));
             return;
         }
         let job = self.next_job;

@@ -56,8 +56,8 @@ const FORWARD_METHODS: &[&str] = &[
     "get", "post", "put", "patch", "delete", "head", "options", "trace",
 ];
 
-/// Service names: what `valid_service_name` accepts.
-const SERVICE_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+/// Service names: the rulebook's one rule.
+const SERVICE_PATTERN: &str = gpumesh_dht::rules::ServiceName::PATTERN;
 /// One forwarded path segment that is not `.` or `..` (those are refused).
 const PATH_PATTERN: &str = "^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,63}$";
 /// Worker ids: what the registry accepts as `peer_id`.

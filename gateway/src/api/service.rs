@@ -14,7 +14,9 @@ use super::types::RouteResponse;
 use super::{AppState, ClientAddr, PathParam, json};
 use gpumesh_scheduler::Outcome;
 
-use crate::directory::{Requirements, valid_service_name};
+use gpumesh_dht::rules::ServiceName;
+
+use crate::directory::Requirements;
 use crate::error::GatewayError;
 use crate::forward::Outbound;
 
@@ -55,12 +57,9 @@ pub fn forward_route(path: &str) -> Option<&'static str> {
 /// # Errors
 /// 400 [`GatewayError::BadRequest`] naming the bad header.
 pub fn requirements(service: &str, headers: &HeaderMap) -> Result<Requirements, GatewayError> {
-    if !valid_service_name(service) {
-        return Err(GatewayError::BadRequest(format!(
-            "service names are 1-64 of [A-Za-z0-9._-], got `{}`",
-            service.chars().take(64).collect::<String>()
-        )));
-    }
+    // The rulebook's one rule and message, as at every other edge.
+    let service =
+        ServiceName::parse(service).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let bad =
         |what: &str, e: &dyn std::fmt::Display| GatewayError::BadRequest(format!("{what}: {e}"));
     let header = |name: &str| -> Result<Option<&str>, GatewayError> {
@@ -69,7 +68,7 @@ pub fn requirements(service: &str, headers: &HeaderMap) -> Result<Requirements, 
             .map(|v| v.to_str().map(str::trim).map_err(|e| bad(name, &e)))
             .transpose()
     };
-    let mut req = Requirements::new(service).map_err(|e| bad("service", &e))?;
+    let mut req = Requirements::new(service.as_str()).map_err(|e| bad("service", &e))?;
     if let Some(v) = header(MIN_VRAM_HEADER)? {
         let gib: f64 = v.parse().map_err(|e| bad(MIN_VRAM_HEADER, &e))?;
         req = req
@@ -193,6 +192,15 @@ mod tests {
         assert!(split_path("/api/service/ocr/a/%2e/b").is_err());
         assert!(split_path("/api/service/ocr/.%2e").is_err());
         assert!(split_path("/api/service/ocr/.../x.y/%2e%2e%2e").is_ok());
+    }
+
+    #[test]
+    fn a_bad_service_name_gets_the_rulebook_message() {
+        let rule = ServiceName::parse("OCR").unwrap_err().to_string();
+        match requirements("OCR", &HeaderMap::new()) {
+            Err(GatewayError::BadRequest(message)) => assert_eq!(message, rule),
+            other => panic!("expected a 400, got {other:?}"),
+        }
     }
 
     #[test]

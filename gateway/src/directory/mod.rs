@@ -37,7 +37,7 @@ mod worker;
 pub use attempts::{AttemptLog, AttemptLogs};
 pub use change::{Change, Refresh, Source};
 pub use gpumesh_scheduler::{Requirements, WorkerKey};
-pub use worker::{MAX_ID_LEN, MAX_SERVICES, state_name, valid_service_name};
+pub use worker::state_name;
 
 use attempts::Attempts;
 use gauges::Tally;

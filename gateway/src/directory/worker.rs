@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::{self, WorkerRecord, WorkerState};
-use gpumesh_dht::rules::unix_ms;
+use gpumesh_dht::rules::{MAX_ID_LEN, check_schema, unix_ms};
 use gpumesh_scheduler::{Gpu, PublishedLoad, WorkerKey};
 use prometheus_client::metrics::gauge::Gauge;
 use url::Url;
@@ -23,19 +23,6 @@ pub fn state_name(state: WorkerState) -> &'static str {
         WorkerState::Online => "online",
         WorkerState::Draining => "draining",
     }
-}
-
-/// Longest worker id accepted.
-pub const MAX_ID_LEN: usize = 128;
-/// Most services one record may offer.
-pub const MAX_SERVICES: usize = 32;
-
-/// Whether `name` is an acceptable service name: 1–64 of `[A-Za-z0-9._-]`.
-pub fn valid_service_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// What the gateway keeps beside the scheduler's entry for one worker, in the directory's
@@ -59,6 +46,9 @@ pub(super) struct Worker {
     pub(super) tally: Tally,
 }
 
+/// The record rules the table applies on top of the source's own checks: the rulebook's
+/// schema ([`check_schema`]; service names are valid by type), a peer id that is safe to log
+/// and to use as a metric label, and at least one service.
 pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
     let id = &record.peer_id;
     if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -66,13 +56,12 @@ pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
             "peer_id must be 1-128 ASCII letters and digits",
         ));
     }
-    if record.services.is_empty() || record.services.len() > MAX_SERVICES {
-        return Err(Refused::Invalid("a record must offer 1 to 32 services"));
+    if record.services.is_empty() {
+        return Err(Refused::Invalid("a record must offer at least one service"));
     }
-    if !record.services.iter().all(|s| valid_service_name(s)) {
-        return Err(Refused::Invalid("service names are 1-64 of [A-Za-z0-9._-]"));
-    }
-    Ok(())
+    check_schema(record).map_err(|_| {
+        Refused::Invalid("the record breaks the schema limits (services, text, URL or GPUs)")
+    })
 }
 
 /// The scheduler's view of a record whose load was measured at `load_at_ms` (ms since the
@@ -84,7 +73,7 @@ pub(super) fn scheduler_view(
 ) -> gpumesh_scheduler::WorkerView {
     gpumesh_scheduler::WorkerView {
         id: r.peer_id.clone(),
-        services: r.services.clone(),
+        services: r.services.iter().map(|s| s.as_str().to_owned()).collect(),
         gpus: r
             .gpus
             .iter()
@@ -147,7 +136,7 @@ pub(super) fn api_view(w: &Worker, in_flight: u32, log: AttemptLog, now: Instant
         id: r.peer_id.clone(),
         source: w.source.as_str().to_owned(),
         state: r.state,
-        services: r.services.clone(),
+        services: r.services.iter().map(|s| s.as_str().to_owned()).collect(),
         tunnel_url: r.tunnel_url.clone(),
         seq: r.seq,
         record_age_ms: u64::try_from(now.saturating_duration_since(w.received_at).as_millis())

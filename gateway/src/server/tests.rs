@@ -175,7 +175,7 @@ fn worker_record(id: &str, model: &str, url: &str) -> gpumesh_dht::record::Worke
         },
         agent_version: "test".into(),
         started_at_ms: now,
-        ..WorkerRecord::new(vec!["llm".to_owned()], url)
+        ..WorkerRecord::new(vec!["llm".parse().unwrap()], url)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn record(id: &str, service: &str, url: &str) -> WorkerRecord {
         },
         agent_version: "test".into(),
         started_at_ms: now,
-        ..WorkerRecord::new(vec![service.to_owned()], url)
+        ..WorkerRecord::new(vec![service.parse().expect("a valid service name")], url)
     }
 }
 

@@ -3,10 +3,10 @@
 //!
 //! One failed DHT write does not move the record: while the last record the DHT accepted is
 //! still valid, the worker stays on the DHT for up to [`MAX_MISSED_DHT_WRITES`] failed write in
-//! a row (the TTL spans three refreshes, so after one lost refresh the record still has a full
-//! refresh interval to live, and the next write can still fall back in time). Leaving on the
-//! first timeout made a loaded network flap between the DHT and the registry and sent every
-//! such worker to the central endpoint.
+//! a row (a record lives the rulebook's [`gpumesh_dht::rules::record_ttl`], three refreshes,
+//! so after one lost refresh it still has a full refresh interval to live, and the next write
+//! can still fall back in time). Leaving on the first timeout made a loaded network flap
+//! between the DHT and the registry and sent every such worker to the central endpoint.
 //!
 //! A DHT write can also count as failed (too few of the closest nodes answered in time) and
 //! still reach the gateway. The registry then answers 409 `stale_record` (it holds this record
@@ -15,6 +15,7 @@
 //! that could not succeed (667 of them in one 60-minute soak).
 
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::rules::unix_ms;
 use tracing::{info, warn};
 
 /// Failed DHT writes in a row tolerated while the previous record is still valid.
@@ -39,7 +40,8 @@ pub(crate) struct Announcer {
     pub(crate) dht: Option<DhtLink>,
     pub(crate) registry: Option<RegistryLink>,
     route: Route,
-    /// `expires_at_ms` of the last record the DHT accepted.
+    /// When the last record the DHT accepted expires (at the latest: the node stamps it after
+    /// the publication starts, so this errs early).
     dht_held_until_ms: u64,
     /// DHT writes that failed since the last success.
     dht_missed: u32,
@@ -72,6 +74,7 @@ impl Announcer {
     /// registry then gets a heartbeat instead of a new registration. Returns whether some
     /// channel holds the record.
     pub(crate) async fn publish(&mut self, record: &WorkerRecord, refresh_only: bool) -> bool {
+        let now = unix_ms();
         if let Some(dht) = &mut self.dht
             && dht.ensure_joined().await
             && dht.publish(record).await
@@ -81,16 +84,12 @@ impl Announcer {
             {
                 reg.withdraw().await;
             }
-            self.dht_held_until_ms = record.expires_at_ms;
-            self.dht_missed = 0;
-            self.set_route(Route::Dht);
+            self.held_via_dht(now);
             return true;
         }
         if self.route == Route::Dht && self.dht.is_some() {
             self.dht_missed += 1;
-            if self.dht_missed <= MAX_MISSED_DHT_WRITES
-                && record.issued_at_ms < self.dht_held_until_ms
-            {
+            if self.dht_missed <= MAX_MISSED_DHT_WRITES && now < self.dht_held_until_ms {
                 warn!(
                     missed = self.dht_missed,
                     held_until_ms = self.dht_held_until_ms,
@@ -115,9 +114,7 @@ impl Announcer {
                     // registry answered 409 `stale_record`): stay on the DHT rather than
                     // retry a central call that cannot succeed.
                     if self.dht.is_some() {
-                        self.dht_held_until_ms = record.expires_at_ms;
-                        self.dht_missed = 0;
-                        self.set_route(Route::Dht);
+                        self.held_via_dht(now);
                     }
                     return true;
                 }
@@ -126,6 +123,17 @@ impl Announcer {
         }
         self.set_route(Route::Nowhere);
         false
+    }
+
+    /// The DHT holds a record its node stamped after `now_ms`: it is valid for the node's
+    /// record TTL from then.
+    fn held_via_dht(&mut self, now_ms: u64) {
+        let ttl = self.dht.as_ref().map_or(0, |d| {
+            u64::try_from(d.record_ttl().as_millis()).unwrap_or(u64::MAX)
+        });
+        self.dht_held_until_ms = now_ms.saturating_add(ttl);
+        self.dht_missed = 0;
+        self.set_route(Route::Dht);
     }
 
     /// Publishes on the current route only, never joining anything (used by the drain).
@@ -215,7 +223,10 @@ mod tests {
             network_key: None,
         };
         let dht = DhtLink::new(Bootstrapper::new(None, None).unwrap(), settings);
-        let registry = RegistryLink::new(Coordinator::new(url, Secret::new("t")).unwrap());
+        let registry = RegistryLink::new(
+            Coordinator::new(url, Secret::new("t")).unwrap(),
+            Duration::from_secs(90),
+        );
         Announcer::new(Some(dht), Some(registry))
     }
 
@@ -226,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn stale_record_keeps_the_worker_on_the_dht_without_back_off() {
         let mut a = announcer(&registry(StatusCode::CONFLICT, "stale_record").await);
-        let record = WorkerRecord::new(vec!["ocr".into()], "https://w.example.org");
+        let record = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://w.example.org");
         assert!(
             a.publish(&record, false).await,
             "the gateway holds the record"
@@ -241,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_registration_backs_off() {
         let mut a = announcer(&registry(StatusCode::INTERNAL_SERVER_ERROR, "internal").await);
-        let record = WorkerRecord::new(vec!["ocr".into()], "https://w.example.org");
+        let record = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://w.example.org");
         assert!(!a.publish(&record, false).await);
         assert_eq!(a.route(), Route::Nowhere);
         assert!(!a.publish(&record, false).await);

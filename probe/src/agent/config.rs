@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gpumesh_dht::rules::{DEFAULT_VRAM_STEP_MIB, MAX_SERVICES, ServiceName, record_ttl};
+
 use crate::error::AgentError;
 use crate::gpu::GpuChoice;
 use crate::mock::MockServiceConfig;
@@ -12,8 +14,9 @@ use crate::tunnel::{Secret, TunnelConfig, validate_public_url};
 /// Everything `gpumesh agent` needs. Build it from flags, then [`AgentConfig::validate`].
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Services offered (`--service ocr --service embed`): 1–32 names of `[A-Za-z0-9._-]`.
-    pub services: Vec<String>,
+    /// Services offered (`--service ocr --service embed`): 1 to [`MAX_SERVICES`] names, each
+    /// valid by construction (parsed where the flags are read).
+    pub services: Vec<ServiceName>,
     /// Capability tags published with the record.
     pub capabilities: Vec<String>,
     /// Where GPU figures come from.
@@ -53,7 +56,8 @@ pub struct AgentConfig {
     pub network_key: Option<gpumesh_dht::PreSharedKey>,
     /// Where the worker id and the seed cache are kept.
     pub state_dir: PathBuf,
-    /// Record refresh period (the record expires after twice this).
+    /// Record refresh period; a record lives the rulebook's [`record_ttl`] of it (three
+    /// periods).
     pub refresh_every: Duration,
     /// Load heartbeat period.
     pub load_every: Duration,
@@ -94,20 +98,12 @@ impl Default for AgentConfig {
             refresh_every: Duration::from_secs(30),
             load_every: Duration::from_secs(2),
             probe_every: Duration::from_secs(5),
-            vram_step_mib: 1024,
+            vram_step_mib: DEFAULT_VRAM_STEP_MIB,
             drain_grace: Duration::from_secs(30),
             report_stale_after: Duration::from_secs(10),
             mock: None,
         }
     }
-}
-
-/// Whether `name` is a valid service name: 1–64 of `[A-Za-z0-9._-]` (the gateway's rule).
-pub fn valid_service_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn http_url(what: &str, s: &str) -> Result<(), AgentError> {
@@ -124,12 +120,9 @@ impl AgentConfig {
     /// Checks the configuration; the message names the flag at fault.
     pub fn validate(&self) -> Result<(), AgentError> {
         let bad = |m: &str| Err(AgentError::Config(m.to_owned()));
-        if self.services.is_empty() || self.services.len() > 32 {
-            return bad("give 1 to 32 services (--service NAME)");
-        }
-        if let Some(s) = self.services.iter().find(|s| !valid_service_name(s)) {
+        if self.services.is_empty() || self.services.len() > MAX_SERVICES {
             return Err(AgentError::Config(format!(
-                "bad service name `{s}`: use 1-64 of [A-Za-z0-9._-]"
+                "give 1 to {MAX_SERVICES} services (--service NAME)"
             )));
         }
         if self.mock.is_none() {
@@ -178,6 +171,9 @@ impl AgentConfig {
         {
             return bad("intervals too short (refresh >= 1 s, load and probe >= 100 ms)");
         }
+        if record_ttl(self.refresh_every) <= self.refresh_every {
+            return bad("--refresh-secs too long: a record must outlive its refresh period");
+        }
         if self.max_concurrency == 0 {
             return bad("--max-concurrency must be at least 1");
         }
@@ -203,7 +199,7 @@ mod tests {
 
     fn good() -> AgentConfig {
         AgentConfig {
-            services: vec!["ocr".into()],
+            services: vec!["ocr".parse().unwrap()],
             tunnel: TunnelConfig::PublicUrl("https://w.example.org".into()),
             bootstrap_url: Some("https://gw.example.org/api/dht/bootstrap".into()),
             ..AgentConfig::default()
@@ -214,12 +210,20 @@ mod tests {
     fn validation_names_the_problem() {
         good().validate().unwrap();
         let mut c = good();
-        c.services = vec!["bad name".into()];
+        c.services.clear();
         assert!(
             c.validate()
                 .unwrap_err()
                 .to_string()
-                .contains("bad service name")
+                .contains("give 1 to 32")
+        );
+        let mut c = good();
+        c.refresh_every = Duration::from_secs(3600);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--refresh-secs")
         );
         let mut c = good();
         c.tunnel = TunnelConfig::PublicUrl("nope".into());

@@ -75,6 +75,11 @@ impl DhtLink {
         self.joined
     }
 
+    /// How long the node's records live (it stamps them with this TTL).
+    pub(crate) fn record_ttl(&self) -> Duration {
+        self.settings.timings.record_ttl
+    }
+
     /// Joins if not joined and not backing off. Returns whether the node is joined.
     pub(crate) async fn ensure_joined(&mut self) -> bool {
         if self.joined && self.node.as_ref().is_some_and(|n| !n.is_stopped()) {
@@ -196,7 +201,8 @@ impl DhtLink {
         self.joined = false;
     }
 
-    /// Publishes the record (the node signs it, provides its services and keeps refreshing it).
+    /// Publishes the record (the node stamps and signs it, provides its services and keeps
+    /// refreshing it).
     pub(crate) async fn publish(&mut self, record: &WorkerRecord) -> bool {
         let Some(node) = self.node.clone() else {
             self.joined = false;

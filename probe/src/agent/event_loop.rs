@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::{LoadInfo, WorkerRecord};
+use gpumesh_dht::rules::is_material_change;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use super::announcer::{Announcer, Route};
 use super::config::AgentConfig;
 use crate::load::{LoadReport, fresh};
 use crate::mock::MockService;
-use crate::record::{RecordBuilder, is_material_change, worker_state};
+use crate::record::{RecordBuilder, worker_state};
 use crate::sampler::{Sample, Sampler};
 use crate::tunnel::TunnelStatus;
 
@@ -125,7 +126,7 @@ impl EventLoop {
             }
         };
         if published {
-            debug!(seq = next.seq, state = ?next.state, route = ?self.announcer.route(), "record published");
+            debug!(state = ?next.state, route = ?self.announcer.route(), "record published");
             live.publications += 1;
             live.published = Some(next);
         }

@@ -7,13 +7,15 @@ mod event_loop;
 mod registry_link;
 
 pub use announcer::Route;
-pub use config::{AgentConfig, valid_service_name};
+pub use config::AgentConfig;
 pub use event_loop::AgentReport;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gpumesh_dht::Timings;
 use gpumesh_dht::record::{LoadInfo, WorkerRecord};
+use gpumesh_dht::rules::{Stamper, record_ttl, unix_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -68,7 +70,7 @@ fn check_admission(config: &AgentConfig) -> Result<(), AgentError> {
             key_path(&config.state_dir).display()
         )));
     }
-    if token.not_after_ms() <= gpumesh_dht::signed::now_ms() {
+    if token.not_after_ms() <= unix_ms() {
         return Err(AgentError::Config(format!(
             "the admission token for {me} expired (not_after {} ms since the epoch); ask the \
              operator for a new one",
@@ -81,12 +83,9 @@ fn check_admission(config: &AgentConfig) -> Result<(), AgentError> {
 
 /// Measures once and returns exactly the record the agent would publish now
 /// (`gpumesh agent --probe-once --json`), state included (the upstream's health is checked
-/// once). With a quick tunnel there is no URL yet: the record then has an empty `tunnel_url`,
-/// and the agent would not publish it.
+/// once) and stamped as a publication now would be. With a quick tunnel there is no URL yet:
+/// the record then has an empty `tunnel_url`, and the agent would not publish it.
 pub async fn probe_once(config: &AgentConfig) -> Result<WorkerRecord, AgentError> {
-    if let Some(s) = config.services.iter().find(|s| !valid_service_name(s)) {
-        return Err(AgentError::Config(format!("bad service name `{s}`")));
-    }
     let sampler = Sampler::new(config.gpu.open(config.fake_seed)?)?;
     let warm = sampler.clone();
     let _ = tokio::task::spawn_blocking(move || warm.warm_up_blocking()).await;
@@ -99,8 +98,7 @@ pub async fn probe_once(config: &AgentConfig) -> Result<WorkerRecord, AgentError
             .map(|n| n.public_url.clone())
             .unwrap_or_default(),
     };
-    let ttl = config.refresh_every * 2;
-    let mut builder = RecordBuilder::new(identity(config)?, ttl, system_clock());
+    let builder = RecordBuilder::new(identity(config)?, &system_clock());
     let load = LoadInfo {
         max_concurrency: config.max_concurrency,
         ..LoadInfo::default()
@@ -119,7 +117,11 @@ pub async fn probe_once(config: &AgentConfig) -> Result<WorkerRecord, AgentError
         event_loop::service_up(&http, &health).await
     };
     let state = worker_state(false, !url.is_empty(), up, sample.gpu_error.is_none());
-    Ok(builder.build(state, &url, &sample, load))
+    let mut record = builder.build(state, &url, &sample, load);
+    Stamper::new()
+        .next(unix_ms(), record_ttl(config.refresh_every))
+        .apply(&mut record);
+    Ok(record)
 }
 
 /// Runs the agent until `shutdown` is cancelled, then drains (publish `draining`, wait for
@@ -160,14 +162,17 @@ pub async fn run(
             Some(cfg.state_dir.join("seeds.json")),
         )
         .map_err(http_err)?;
-        let mut timings = cfg.dht_timings.unwrap_or_default();
-        if cfg.dht_timings.is_none() {
-            timings.refresh_interval = cfg.refresh_every;
-            timings.record_ttl = (cfg.refresh_every * 3).min(Duration::from_secs(600));
-            timings.heartbeat_interval = timings
-                .heartbeat_interval
-                .min(cfg.load_every.max(Duration::from_secs(1)));
-        }
+        // Records refreshed at the agent's period live the rulebook's TTL of it; load
+        // heartbeats go out at least as often as the agent samples load (at most 1/s).
+        let timings = cfg.dht_timings.unwrap_or_else(|| {
+            let t = Timings::default().with_refresh(cfg.refresh_every);
+            Timings {
+                heartbeat_interval: t
+                    .heartbeat_interval
+                    .min(cfg.load_every.max(Duration::from_secs(1))),
+                ..t
+            }
+        });
         let settings = DhtSettings {
             key_path: key_path(&cfg.state_dir),
             port: cfg.dht_port,
@@ -192,7 +197,7 @@ pub async fn run(
                 .map_err(http_err)?
                 .with_signing_key(&key_path(&cfg.state_dir), cfg.admission.clone())
                 .map_err(|e| AgentError::Identity(e.to_string()))?;
-            Some(RegistryLink::new(client))
+            Some(RegistryLink::new(client, record_ttl(cfg.refresh_every)))
         }
         _ => None,
     };
@@ -206,7 +211,7 @@ pub async fn run(
         .build()
         .map_err(http_err)?;
     let health_url = format!("{}{}", cfg.upstream.trim_end_matches('/'), cfg.health_path);
-    let builder = RecordBuilder::new(identity(&cfg)?, cfg.refresh_every * 2, system_clock());
+    let builder = RecordBuilder::new(identity(&cfg)?, &system_clock());
     let event_loop = EventLoop {
         sampler,
         builder,

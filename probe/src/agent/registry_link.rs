@@ -1,8 +1,12 @@
 //! The coordinator-fallback link: register, heartbeat and deregister over HTTP.
+//!
+//! Registrations carry signed records, as DHT publications do, so this link stamps them the
+//! way the DHT node stamps its own: with the rulebook's [`Stamper`] and TTL.
 
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::rules::{Stamper, unix_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -36,12 +40,19 @@ pub(crate) struct RegistryLink {
     last_beat: Option<Instant>,
     backoff: Backoff,
     retry_at: Option<Instant>,
+    /// Stamps each registered record (`seq`, issue and expiry times).
+    stamper: Stamper,
+    /// How long a registered record lives: [`gpumesh_dht::rules::record_ttl`] of the agent's
+    /// refresh period.
+    record_ttl: Duration,
 }
 
 impl RegistryLink {
-    pub(crate) fn new(client: Coordinator) -> Self {
+    pub(crate) fn new(client: Coordinator, record_ttl: Duration) -> Self {
         Self {
             client,
+            stamper: Stamper::new(),
+            record_ttl,
             registered: None,
             heartbeat_every: Duration::from_secs(30),
             last_beat: None,
@@ -79,13 +90,17 @@ impl RegistryLink {
         self.retry_at = Some(Instant::now() + d);
     }
 
-    /// Registers the full record (also used after a material change: the registry replaces
-    /// the entry).
+    /// Stamps and registers the full record (also used after a material change: the registry
+    /// replaces the entry).
     pub(crate) async fn publish(&mut self, record: &WorkerRecord) -> Outcome {
         if self.backing_off() {
             return Outcome::Failed;
         }
-        match self.client.register(record).await {
+        let mut record = record.clone();
+        self.stamper
+            .next(unix_ms(), self.record_ttl)
+            .apply(&mut record);
+        match self.client.register(&record).await {
             Ok(r) => {
                 if self.registered.is_none() {
                     info!(worker = %r.worker_id, "registered with the gateway registry");

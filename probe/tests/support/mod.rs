@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 /// is `gateway_url`'s and whose state lives in a fresh directory named after `state`.
 pub fn dht_agent_config(gateway_url: &str, state: &str) -> AgentConfig {
     AgentConfig {
-        services: vec!["ocr".into()],
+        services: vec!["ocr".parse().unwrap()],
         gpu: GpuChoice::Profile("t4".into()),
         tunnel: TunnelConfig::PublicUrl("https://w7.example.org".into()),
         report_listen: "127.0.0.1:0".parse().unwrap(),

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use gpumesh_dht::OperatorKey;
 use gpumesh_dht::record::WorkerRecord;
-use gpumesh_dht::rules::unix_ms;
+use gpumesh_dht::rules::{MAX_ID_LEN, unix_ms};
 use tracing::{debug, info, warn};
 
 use super::{Change, Refresh, Source};
 use crate::config::Config;
-use crate::directory::{Directory, MAX_ID_LEN, Refused};
+use crate::directory::{Directory, Refused};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::ratelimit::RateLimiter;
