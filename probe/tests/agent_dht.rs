@@ -60,7 +60,7 @@ fn start(cfg: AgentConfig) -> (CancellationToken, JoinHandle<AgentReport>) {
     let s = stop.clone();
     (
         stop,
-        tokio::spawn(async move { run(cfg, s).await.unwrap() }),
+        tokio::spawn(async move { support::run_with_service(cfg, s).await.unwrap() }),
     )
 }
 

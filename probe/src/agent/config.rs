@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::error::AgentError;
 use crate::gpu::GpuChoice;
-use crate::mock::MockServiceConfig;
 use crate::tunnel::{Secret, TunnelConfig, validate_public_url};
 
 /// Everything `gpumesh agent` needs. Build it from flags, then [`AgentConfig::validate`].
@@ -65,8 +64,6 @@ pub struct AgentConfig {
     pub drain_grace: Duration,
     /// A load report older than this means the service is not reporting.
     pub report_stale_after: Duration,
-    /// Run the mock GPU service in-process as the upstream (demos).
-    pub mock: Option<MockServiceConfig>,
 }
 
 impl Default for AgentConfig {
@@ -97,7 +94,6 @@ impl Default for AgentConfig {
             vram_step_mib: 1024,
             drain_grace: Duration::from_secs(30),
             report_stale_after: Duration::from_secs(10),
-            mock: None,
         }
     }
 }
@@ -132,9 +128,7 @@ impl AgentConfig {
                 "bad service name `{s}`: use 1-64 of [A-Za-z0-9._-]"
             )));
         }
-        if self.mock.is_none() {
-            http_url("--upstream", &self.upstream)?;
-        }
+        http_url("--upstream", &self.upstream)?;
         if !self.health_path.starts_with('/') {
             return bad("--health-path must start with /");
         }
@@ -180,9 +174,6 @@ impl AgentConfig {
         }
         if self.max_concurrency == 0 {
             return bad("--max-concurrency must be at least 1");
-        }
-        if let Some(m) = &self.mock {
-            m.validate().map_err(AgentError::Config)?;
         }
         Ok(())
     }

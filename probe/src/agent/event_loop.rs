@@ -12,7 +12,6 @@ use tracing::{debug, info, warn};
 use super::announcer::{Announcer, Route};
 use super::config::AgentConfig;
 use crate::load::{LoadReport, fresh};
-use crate::mock::MockService;
 use crate::record::{RecordBuilder, is_material_change, worker_state};
 use crate::sampler::{Sample, Sampler};
 use crate::tunnel::TunnelStatus;
@@ -37,7 +36,6 @@ pub(crate) struct EventLoop {
     pub(crate) announcer: Announcer,
     pub(crate) tunnel: watch::Receiver<TunnelStatus>,
     pub(crate) load: watch::Receiver<Option<LoadReport>>,
-    pub(crate) mock: Option<MockService>,
     pub(crate) health_url: String,
     pub(crate) http: reqwest::Client,
 }
@@ -62,9 +60,6 @@ struct Live {
 
 impl EventLoop {
     fn current_load(&self) -> LoadInfo {
-        if let Some(m) = &self.mock {
-            return m.load();
-        }
         fresh(*self.load.borrow(), self.cfg.report_stale_after).unwrap_or(LoadInfo {
             in_flight: 0,
             queue_depth: 0,
@@ -189,9 +184,6 @@ impl EventLoop {
         if live.published.is_some() {
             self.reconcile(live, true, true, &CancellationToken::new())
                 .await;
-        }
-        if let Some(m) = &self.mock {
-            m.stop_accepting();
         }
         let deadline = Instant::now() + self.cfg.drain_grace;
         let clean = loop {
