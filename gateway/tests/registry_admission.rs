@@ -446,11 +446,11 @@ mod agents {
     //! Real agents (DHT disabled, coordinator registry only) against the enforcing gateway.
 
     use gpumesh_dht::signed::now_ms;
+    use gpumesh_probe::AgentConfig;
     use gpumesh_probe::agent::worker_id;
     use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};
     use gpumesh_probe::gpu::GpuChoice;
     use gpumesh_probe::tunnel::{Secret, TunnelConfig};
-    use gpumesh_probe::AgentConfig;
 
     use super::*;
 

@@ -115,7 +115,6 @@ pub struct FleetWorker {
 pub struct Fleet {
     config: FleetConfig,
     workers: Vec<FleetWorker>,
-    http: reqwest::Client,
     /// Killed workers' agents, being reaped in the background (see [`Fleet::kill`]).
     reapers: JoinSet<Option<AgentReport>>,
     /// Reports of reaped agents.
@@ -155,15 +154,9 @@ impl Fleet {
     /// # Errors
     /// A worker whose configuration is refused, or a local I/O problem.
     pub async fn start(config: FleetConfig) -> Result<Self, LoadtestError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| LoadtestError::Http(e.to_string()))?;
         let mut fleet = Self {
             config,
             workers: Vec::new(),
-            http,
             reapers: JoinSet::new(),
             reaped: Vec::new(),
         };
@@ -279,9 +272,10 @@ impl Fleet {
     /// The worker was killed, or its service could not listen again after a crash.
     pub async fn set_fault(&self, index: usize, fault: Fault) -> Result<(), LoadtestError> {
         let w = &self.workers[index];
-        let service = w.service.as_ref().ok_or_else(|| {
-            LoadtestError::Usage(format!("worker {index} ({}) was killed", w.id))
-        })?;
+        let service = w
+            .service
+            .as_ref()
+            .ok_or_else(|| LoadtestError::Usage(format!("worker {index} ({}) was killed", w.id)))?;
         service.set_fault(fault).await?;
         Ok(())
     }

@@ -137,7 +137,15 @@ pub struct Central {
 /// report instead of a zero that would make the difference negative.
 pub async fn central(http: &reqwest::Client, url: &str) -> Central {
     for _ in 0..5 {
-        let text = async { http.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok() };
+        let text = async {
+            http.get(format!("{url}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        };
         if let Some(text) = text.await {
             return Central {
                 calls: metric_sum(&text, "gpumesh_gateway_bootstrap_requests_total")

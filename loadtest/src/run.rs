@@ -70,7 +70,13 @@ fn gateway_for(
 }
 
 /// The fleet of a run: fleet timings, a load period of 5 s, started at [`FLEET_START_RATE`].
-fn fleet_for(config: &LoadtestConfig, gw: &Config, url: &str, token: &str, root: &Path) -> FleetConfig {
+fn fleet_for(
+    config: &LoadtestConfig,
+    gw: &Config,
+    url: &str,
+    token: &str,
+    root: &Path,
+) -> FleetConfig {
     let timings = gw.dht_timings.unwrap_or_else(fleet_timings);
     let mut fleet = FleetConfig::new(config.workers, url, token);
     fleet.dht_enabled = gw.dht_enabled;
@@ -96,8 +102,7 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
     let mut fleet = Fleet::start(fleet_config(&url)).await?;
     let monitor = Monitor::start(http.clone(), url.clone(), started);
     // Timed from the fleet's start (`wait_for_workers` times only its own wait).
-    let discovery_s = match wait_for_workers(&url, config.workers, config.discovery_limit).await
-    {
+    let discovery_s = match wait_for_workers(&url, config.workers, config.discovery_limit).await {
         Ok(_) => started.elapsed().as_secs_f64(),
         Err(e) => {
             monitor.stop().await;
@@ -106,7 +111,10 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
             return Err(e);
         }
     };
-    info!(workers = config.workers, discovery_s, "fleet discovered; traffic starts");
+    info!(
+        workers = config.workers,
+        discovery_s, "fleet discovered; traffic starts"
+    );
     let workers_discovered = worker_count(&http, &url).await.unwrap_or(0);
     let window = traffic_window(config, &mut fleet, &mut gateway, &http, &url).await?;
     let traffic_by_profile = shares(&fleet);
@@ -116,7 +124,12 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
     window.goose?;
     let startup_calls: u64 = reports.iter().map(|r| r.bootstrap_calls).sum();
     let summary = window.recorder.summary();
-    let Outcome { view_recovery_s, chaos, soak, .. } = window.outcome;
+    let Outcome {
+        view_recovery_s,
+        chaos,
+        soak,
+        ..
+    } = window.outcome;
     Ok(Report {
         scenario: config.scenario.name().to_owned(),
         workers: config.workers,
@@ -189,7 +202,14 @@ async fn traffic_window(
         let rec = Arc::clone(&recorder);
         clients.spawn(async move { drive(&traffic_cfg, rec).await })
     };
-    let mut ctx = Ctx { config, fleet, gateway, http, url, traffic: &mut traffic };
+    let mut ctx = Ctx {
+        config,
+        fleet,
+        gateway,
+        http,
+        url,
+        traffic: &mut traffic,
+    };
     let mut outcome = scenarios::during(&mut ctx).await?;
     let goose = match outcome.traffic.take() {
         Some(r) => r,
@@ -205,7 +225,14 @@ async fn traffic_window(
         ),
         None => (c1.calls - c0.calls, c1.dht_messages - c0.dht_messages),
     };
-    Ok(Window { outcome, goose, recorder, calls, messages, seconds })
+    Ok(Window {
+        outcome,
+        goose,
+        recorder,
+        calls,
+        messages,
+        seconds,
+    })
 }
 
 /// Workers discovered over time and the process's peak RSS, sampled every second.
@@ -239,7 +266,12 @@ impl Monitor {
                 }
             }
         });
-        Self { discovered, peak_rss, stop, task }
+        Self {
+            discovered,
+            peak_rss,
+            stop,
+            task,
+        }
     }
 
     /// Stops sampling; the discovery series and the peak RSS (MiB).

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-pub use report::{BenchReport, cpu_seconds, rss_bytes};
 use report::load_avg;
+pub use report::{BenchReport, cpu_seconds, rss_bytes};
 
 use crate::{
     DhtError, DhtHandle, Timings, TransportKind,

@@ -33,7 +33,10 @@ pub(crate) async fn during(ctx: &mut Ctx<'_>) -> Result<Outcome, LoadtestError> 
     let out_of_online_view_s = left_listing(ctx, &ids, killed_at).await;
     // A killed worker "stops receiving traffic" only if nothing reaches it until the end.
     let traffic = join_traffic(ctx.traffic).await;
-    let logs: Vec<_> = ids.iter().map(|id| ctx.gateway.attempt_logs.get(id)).collect();
+    let logs: Vec<_> = ids
+        .iter()
+        .map(|id| ctx.gateway.attempt_logs.get(id))
+        .collect();
     Ok(Outcome {
         chaos: Some(ChaosReport {
             out_of_online_view_s,

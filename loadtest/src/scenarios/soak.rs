@@ -85,7 +85,11 @@ async fn churn_round(ctx: &mut Ctx<'_>, churn: &mut Churn) {
     }
     churn.churned += positions.len();
     churn.rounds += 1;
-    info!(round = churn.rounds, replaced = positions.len(), "soak churn");
+    info!(
+        round = churn.rounds,
+        replaced = positions.len(),
+        "soak churn"
+    );
 }
 
 async fn take_sample(start: Instant, ctx: &Ctx<'_>) -> Sample {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use gpumesh_dht::Timings;
 use gpumesh_probe::agent::AgentReport;
-use gpumesh_probe::{AgentConfig, AgentError};
 use gpumesh_probe::gpu::GpuChoice;
 use gpumesh_probe::tunnel::TunnelConfig;
+use gpumesh_probe::{AgentConfig, AgentError};
 use gpumesh_testkit::{MockService, MockServiceConfig};
 use tokio_util::sync::CancellationToken;
 

@@ -32,7 +32,11 @@ pub enum SimConfigError {
     },
 }
 
-fn unknown(field: &'static str, got: &str, names: impl Iterator<Item = &'static str>) -> SimConfigError {
+fn unknown(
+    field: &'static str,
+    got: &str,
+    names: impl Iterator<Item = &'static str>,
+) -> SimConfigError {
     SimConfigError::UnknownName {
         field,
         got: got.to_owned(),
@@ -99,9 +103,7 @@ impl SimConfig {
     /// # Errors
     /// [`SimConfigError::OutOfRange`] naming the first setting out of range.
     pub fn validate(&self) -> Result<(), SimConfigError> {
-        let out = |field, range, got: String| {
-            Err(SimConfigError::OutOfRange { field, range, got })
-        };
+        let out = |field, range, got: String| Err(SimConfigError::OutOfRange { field, range, got });
         if !(self.load.is_finite() && self.load > 0.0 && self.load <= 2.0) {
             return out("load", "a number in (0, 2]", self.load.to_string());
         }
@@ -111,7 +113,11 @@ impl SimConfig {
             return out("workers", "between 2 and 100000", w.to_string());
         }
         if !(1000..=50_000_000).contains(&self.requests) {
-            return out("requests", "between 1000 and 50000000", self.requests.to_string());
+            return out(
+                "requests",
+                "between 1000 and 50000000",
+                self.requests.to_string(),
+            );
         }
         if !(1..=100).contains(&self.seeds) {
             return out("seeds", "between 1 and 100", self.seeds.to_string());
@@ -143,13 +149,22 @@ mod tests {
     #[test]
     fn names_parse_and_unknown_names_list_the_known_ones() {
         assert_eq!(parse_scenarios("all").unwrap().len(), Scenario::ALL.len());
-        assert_eq!(parse_scenarios("hetero").unwrap(), [Scenario::from_name("hetero").unwrap()]);
+        assert_eq!(
+            parse_scenarios("hetero").unwrap(),
+            [Scenario::from_name("hetero").unwrap()]
+        );
         let e = parse_scenarios("nope").unwrap_err().to_string();
-        assert!(e.starts_with("--scenario: unknown `nope`") && e.contains("all"), "{e}");
+        assert!(
+            e.starts_with("--scenario: unknown `nope`") && e.contains("all"),
+            "{e}"
+        );
         assert_eq!(parse_policies(" p2c ,random").unwrap().len(), 2);
         let e = parse_policies("p2c,bogus").unwrap_err().to_string();
         assert!(e.contains("`bogus`") && e.contains("round-robin"), "{e}");
-        assert_eq!("exp".parse::<ServiceDist>().unwrap(), ServiceDist::Exponential);
+        assert_eq!(
+            "exp".parse::<ServiceDist>().unwrap(),
+            ServiceDist::Exponential
+        );
         assert!(matches!("bimodal".parse(), Ok(ServiceDist::Bimodal { .. })));
         assert!("uniform".parse::<ServiceDist>().is_err());
     }
@@ -158,14 +173,62 @@ mod tests {
     fn validate_names_the_setting_out_of_range() {
         good().validate().unwrap();
         let msg = |c: SimConfig| c.validate().unwrap_err().to_string();
-        assert!(msg(SimConfig { load: 0.0, ..good() }).starts_with("--load"));
-        assert!(msg(SimConfig { load: f64::NAN, ..good() }).starts_with("--load"));
-        assert!(msg(SimConfig { load: 2.5, ..good() }).starts_with("--load"));
-        assert!(msg(SimConfig { workers: Some(1), ..good() }).starts_with("--workers"));
-        assert!(msg(SimConfig { requests: 999, ..good() }).starts_with("--requests"));
+        assert!(
+            msg(SimConfig {
+                load: 0.0,
+                ..good()
+            })
+            .starts_with("--load")
+        );
+        assert!(
+            msg(SimConfig {
+                load: f64::NAN,
+                ..good()
+            })
+            .starts_with("--load")
+        );
+        assert!(
+            msg(SimConfig {
+                load: 2.5,
+                ..good()
+            })
+            .starts_with("--load")
+        );
+        assert!(
+            msg(SimConfig {
+                workers: Some(1),
+                ..good()
+            })
+            .starts_with("--workers")
+        );
+        assert!(
+            msg(SimConfig {
+                requests: 999,
+                ..good()
+            })
+            .starts_with("--requests")
+        );
         assert!(msg(SimConfig { seeds: 0, ..good() }).starts_with("--seeds"));
-        assert!(msg(SimConfig { seeds: 101, ..good() }).starts_with("--seeds"));
-        assert!(msg(SimConfig { policies: vec![], ..good() }).starts_with("--policy"));
-        SimConfig { load: 2.0, workers: Some(2), ..good() }.validate().unwrap();
+        assert!(
+            msg(SimConfig {
+                seeds: 101,
+                ..good()
+            })
+            .starts_with("--seeds")
+        );
+        assert!(
+            msg(SimConfig {
+                policies: vec![],
+                ..good()
+            })
+            .starts_with("--policy")
+        );
+        SimConfig {
+            load: 2.0,
+            workers: Some(2),
+            ..good()
+        }
+        .validate()
+        .unwrap();
     }
 }
