@@ -158,8 +158,8 @@ mod tests {
             e.starts_with("--scenario: unknown `nope`") && e.contains("all"),
             "{e}"
         );
-        assert_eq!(parse_policies(" p2c ,random").unwrap().len(), 2);
-        let e = parse_policies("p2c,bogus").unwrap_err().to_string();
+        assert_eq!(parse_policies(" gpumesh ,random").unwrap().len(), 2);
+        let e = parse_policies("gpumesh,bogus").unwrap_err().to_string();
         assert!(e.contains("`bogus`") && e.contains("round-robin"), "{e}");
         assert_eq!(
             "exp".parse::<ServiceDist>().unwrap(),
