@@ -4,8 +4,12 @@
 //! sets up tracing, and hands a validated configuration to a library `run` function. Each
 //! subcommand lives in its own module under `cli/`.
 //!
-//! Exit codes: 0 success, 64 bad flags or configuration (`EX_USAGE`), 69 a command that is not
-//! available yet (`EX_UNAVAILABLE`), 1 any other failure.
+//! Exit codes: 0 success, 64 bad flags or configuration (`EX_USAGE`), 1 any other failure.
+//!
+//! Feature `loadtest` (on by default) adds the harness commands `demo`, `sim`, `dht-bench`
+//! and `loadtest`, and the agent's `--mock-service`/`--mock-only`; without it the binary has
+//! only what an operator runs (`agent`, `gateway`, `keygen`, `admit`) and carries no load
+//! generator, simulator or mock service.
 
 mod cli;
 
@@ -25,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// jemalloc is the process allocator by default (feature `jemalloc`). glibc's malloc kept freed
 /// memory in its arenas: in a 30-minute, 300-worker soak its live heap was flat while RSS grew
 /// about 55–83 MiB/h; jemalloc returns freed pages after its decay time and reports its own
-/// figures, which the soak samples (docs/loadtest.md, "Soak, session 4"). It costs the agent
+/// figures, which the soak samples (docs/loadtest.md, the soak results). It costs the agent
 /// about 2.4 MB of RSS (20.7 → 23.1 MB). `--no-default-features` builds with glibc's malloc.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]

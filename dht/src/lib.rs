@@ -20,13 +20,14 @@
 //! - [`registry`]: the worker view and its events.
 //! - [`gossip`]: heartbeat, announcement and leave messages.
 //! - [`metrics`]: prometheus-client series.
-//! - [`testnet`]: an in-process network of many nodes (tests, bench, loadtest).
-//! - [`bench`]: `gpumesh dht-bench`.
+//! - `testnet` (feature `testkit`): an in-process network of many nodes (tests, bench).
+//! - `bench` (feature `testkit`): `gpumesh dht-bench`.
 //! - [`wire`]: HTTP shapes agents and gateways share (bootstrap seeds, fallback registry).
 //! - `behaviour`, `transport` (private): the composed behaviour and the transport stack.
 
 pub mod admission;
 mod behaviour;
+#[cfg(feature = "testkit")]
 pub mod bench;
 pub mod config;
 mod error;
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod request;
 pub mod rules;
 pub mod signed;
+#[cfg(feature = "testkit")]
 pub mod testnet;
 mod transport;
 pub mod validate;

@@ -1,4 +1,4 @@
-//! An in-process network of many real nodes, for tests, `gpumesh dht-bench` and the loadtest.
+//! An in-process network of many real nodes, for tests and `gpumesh dht-bench`.
 //!
 //! Every node is a full [`crate::spawn`]ed node with the real transport stack: TCP on
 //! `127.0.0.1` port 0, or libp2p's memory transport (`/memory/0`) for very large networks

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
-use gpumesh_probe::mock::{Fault, MockService, MockServiceConfig};
+use gpumesh_testkit::{Fault, MockService, MockServiceConfig};
 
 /// (name, GPU model, speed relative to one A100), two workers of each class.
 const CLASSES: [(&str, &str, f64); 4] = [

@@ -446,11 +446,11 @@ mod agents {
     //! Real agents (DHT disabled, coordinator registry only) against the enforcing gateway.
 
     use gpumesh_dht::rules::unix_ms;
+    use gpumesh_probe::AgentConfig;
     use gpumesh_probe::agent::worker_id;
     use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};
     use gpumesh_probe::gpu::GpuChoice;
     use gpumesh_probe::tunnel::{Secret, TunnelConfig};
-    use gpumesh_probe::{AgentConfig, MockServiceConfig};
 
     use super::*;
 
@@ -468,6 +468,8 @@ mod agents {
             services: vec!["ocr".parse().unwrap()],
             gpu: GpuChoice::Profile("t4".into()),
             tunnel: TunnelConfig::PublicUrl(url.to_owned()),
+            // The test worker at `url` is the agent's service too: it answers the health check.
+            upstream: url.to_owned(),
             report_listen: "127.0.0.1:0".parse().expect("addr"),
             dht_enabled: false,
             registry_url: Some(gw.url("")),
@@ -476,7 +478,6 @@ mod agents {
             refresh_every: Duration::from_secs(1),
             load_every: Duration::from_millis(300),
             probe_every: Duration::from_millis(300),
-            mock: Some(MockServiceConfig::default()),
             ..AgentConfig::default()
         }
     }

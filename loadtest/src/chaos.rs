@@ -1,13 +1,12 @@
 //! The `chaos` scenario's measurement: how long killed workers kept receiving traffic.
 //!
-//! Issue 6 asks that "killed workers stop receiving traffic within 1 s of their first
-//! failure". For each killed worker the gateway's attempt log
-//! ([`gpumesh_gateway::directory::AttemptLog`], kept after the worker leaves the view) gives
-//! the first failed request and the last request routed to it; the difference is that
-//! worker's traffic-stop time. Killed workers that no request reached after the kill have no
+//! The goal: killed workers stop receiving traffic within 1 s of their first failure. For each
+//! killed worker the gateway's attempt log ([`AttemptLog`], kept after the worker leaves the
+//! view) gives the first failed request and the last request routed to it; the difference is
+//! that worker's traffic-stop time. Killed workers that no request reached after the kill have no
 //! failure and are counted apart (nothing was routed to them, so nothing had to stop).
 
-use gpumesh_gateway::directory::AttemptLog;
+use gpumesh_gateway::AttemptLog;
 use serde::Serialize;
 
 /// What the chaos kill measured.
@@ -25,7 +24,7 @@ pub struct ChaosReport {
     pub traffic_stop_s: Vec<f64>,
     /// Median of `traffic_stop_s`.
     pub traffic_stop_p50_s: Option<f64>,
-    /// Largest of `traffic_stop_s` (the issue's figure; goal ≤ 1 s).
+    /// Largest of `traffic_stop_s` (the figure the goal is about: ≤ 1 s).
     pub traffic_stop_max_s: Option<f64>,
     /// Seconds from the kill until no killed worker was listed `online` (the earlier, weaker
     /// measure: a worker can be listed and yet get no traffic because it is ejected).

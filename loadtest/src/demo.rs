@@ -2,16 +2,18 @@
 //! GPU workers, all on loopback.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gpumesh_dht::Timings;
-use gpumesh_gateway::{Config, Gateway};
+use gpumesh_gateway::Gateway;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::error::LoadtestError;
 use crate::fleet::{Fleet, FleetConfig};
+use crate::harness::{gateway_config, run_token};
+use crate::observe::wait_for_bootstrap;
 
 /// Options of a demo.
 #[derive(Debug, Clone)]
@@ -53,35 +55,6 @@ impl DemoConfig {
         }
         Ok(())
     }
-}
-
-/// A gateway configuration for an in-process loopback fleet: DHT seed on loopback with
-/// `timings`, private (loopback) upstreams allowed, the registry open to `token`, and rate
-/// limits high enough for hundreds of agents sharing one client IP.
-pub fn gateway_config(listen: SocketAddr, timings: Timings, token: &str) -> Config {
-    Config {
-        listen,
-        dht_enabled: true,
-        dht_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dht_timings: Some(timings),
-        registry_token: Some(token.to_owned()),
-        registry_ttl: Duration::from_secs(10),
-        allow_private_upstreams: true,
-        connect_timeout: Duration::from_secs(1),
-        upstream_timeout: Duration::from_secs(30),
-        bootstrap_rate_per_min: 1_000_000,
-        registry_rate_per_min: 1_000_000,
-        bootstrap_ttl: Duration::from_secs(300),
-        ..Config::default()
-    }
-}
-
-/// A per-run registry token (loopback only; not a secret worth more than that).
-pub fn run_token() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("demo-{}-{nanos:x}", std::process::id())
 }
 
 /// A running demo.
@@ -137,7 +110,9 @@ impl Demo {
     /// # Errors
     /// [`LoadtestError::Timeout`] with the count reached.
     pub async fn wait_for_workers(&self, n: usize, limit: Duration) -> Result<(), LoadtestError> {
-        wait_for_workers(&self.url(), n, limit).await.map(|_| ())
+        crate::observe::wait_for_workers(&self.url(), n, limit)
+            .await
+            .map(|_| ())
     }
 
     /// Drains the workers, then stops the gateway.
@@ -159,77 +134,4 @@ pub fn sample_curl(url: &str) -> String {
     format!(
         "curl -s -X POST {url}/api/service/ocr/run -H 'content-type: application/json' -d '{{\"image\":\"hello\"}}'"
     )
-}
-
-fn client() -> Result<reqwest::Client, LoadtestError> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| LoadtestError::Http(e.to_string()))
-}
-
-/// Waits until `GET /api/dht/bootstrap` lists at least one seed.
-///
-/// # Errors
-/// [`LoadtestError::Timeout`] when the gateway cannot be reached or lists no seed.
-pub async fn wait_for_bootstrap(url: &str, limit: Duration) -> Result<(), LoadtestError> {
-    let http = client()?;
-    let deadline = Instant::now() + limit;
-    loop {
-        let count = async {
-            let r = http
-                .get(format!("{url}/api/dht/bootstrap"))
-                .send()
-                .await
-                .ok()?;
-            let v: serde_json::Value = r.json().await.ok()?;
-            v.get("count")?.as_u64()
-        }
-        .await;
-        if count.is_some_and(|c| c > 0) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(LoadtestError::Timeout(format!(
-                "{url}/api/dht/bootstrap listed no seed within {limit:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// How many workers the gateway's view holds (`GET /healthz`'s `workers`, the count
-/// `/api/workers` lists, without serialising every worker: at 2000 workers that listing is
-/// megabytes per poll), `None` when the gateway cannot be reached.
-pub async fn worker_count(http: &reqwest::Client, url: &str) -> Option<usize> {
-    let r = http.get(format!("{url}/healthz")).send().await.ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v.get("workers")?.as_u64().map(|c| c as usize)
-}
-
-/// Waits until the gateway lists at least `n` workers; returns how long it took.
-///
-/// # Errors
-/// [`LoadtestError::Timeout`] with the count reached.
-pub async fn wait_for_workers(
-    url: &str,
-    n: usize,
-    limit: Duration,
-) -> Result<Duration, LoadtestError> {
-    let http = client()?;
-    let start = Instant::now();
-    let mut seen = 0;
-    loop {
-        seen = worker_count(&http, url).await.unwrap_or(seen);
-        if seen >= n {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return Err(LoadtestError::Timeout(format!(
-                "{seen} of {n} workers visible at {url} after {limit:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -12,6 +12,9 @@ pub enum LoadtestError {
     /// An agent could not start.
     #[error("agent: {0}")]
     Agent(#[from] gpumesh_probe::AgentError),
+    /// A worker's mock service could not start or restart.
+    #[error("mock service: {0}")]
+    Service(#[from] gpumesh_testkit::MockError),
     /// A local file or socket problem.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

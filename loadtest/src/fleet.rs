@@ -1,9 +1,11 @@
-//! A fleet of real agents in one process: fake GPUs of mixed classes, in-process mock GPU
-//! services, real DHT nodes, all on loopback.
+//! A fleet of real agents in one process: fake GPUs of mixed classes, mock GPU services, real
+//! DHT nodes, all on loopback.
 //!
-//! Each worker's public URL is its mock service's loopback address, picked before the agent
-//! starts (the agent needs the URL in its configuration). Chaos is applied through the mock
-//! service's `POST /admin/fault`, the same switch a test would use on a real worker.
+//! Each worker is a mock GPU service with a real agent next to it, as a volunteer runs the
+//! agent beside an inference server: the agent health-checks the mock, and the mock posts its
+//! load to the agent's load endpoint. Both ports are picked before the agent starts (the agent
+//! needs its public URL in its configuration, the mock its agent's report URL). Chaos is
+//! applied by switching the mock's [`Fault`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,9 +14,9 @@ use std::time::Duration;
 use gpumesh_dht::Timings;
 use gpumesh_probe::agent::AgentReport;
 use gpumesh_probe::gpu::{GpuChoice, profile_speed};
-use gpumesh_probe::mock::MockServiceConfig;
 use gpumesh_probe::tunnel::{Secret, TunnelConfig};
 use gpumesh_probe::{AgentConfig, AgentError};
+use gpumesh_testkit::{Fault, MockService, MockServiceConfig};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -102,6 +104,8 @@ pub struct FleetWorker {
     pub speed: f64,
     /// The mock service's URL (also the worker's public URL).
     pub url: String,
+    /// The worker's service; `None` once the worker is killed.
+    service: Option<MockService>,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<AgentReport, AgentError>>>,
 }
@@ -111,7 +115,6 @@ pub struct FleetWorker {
 pub struct Fleet {
     config: FleetConfig,
     workers: Vec<FleetWorker>,
-    http: reqwest::Client,
     /// Killed workers' agents, being reaped in the background (see [`Fleet::kill`]).
     reapers: JoinSet<Option<AgentReport>>,
     /// Reports of reaped agents.
@@ -151,21 +154,15 @@ impl Fleet {
     /// # Errors
     /// A worker whose configuration is refused, or a local I/O problem.
     pub async fn start(config: FleetConfig) -> Result<Self, LoadtestError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| LoadtestError::Http(e.to_string()))?;
         let mut fleet = Self {
             config,
             workers: Vec::new(),
-            http,
             reapers: JoinSet::new(),
             reaped: Vec::new(),
         };
         let began = tokio::time::Instant::now();
         for i in 0..fleet.config.workers {
-            fleet.add_worker(i)?;
+            fleet.add_worker(i).await?;
             if (i + 1).is_multiple_of(50) {
                 match fleet.config.start_rate.filter(|r| *r > 0.0) {
                     Some(rate) => {
@@ -179,8 +176,9 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// The agent configuration of worker `index` whose mock service listens on `port`.
-    pub fn agent_config(&self, index: usize, port: u16) -> AgentConfig {
+    /// The agent configuration of worker `index` whose mock service listens on `port` and
+    /// whose load endpoint listens on `report_port`.
+    pub fn agent_config(&self, index: usize, port: u16, report_port: u16) -> AgentConfig {
         let c = &self.config;
         let profile = PROFILES[index % PROFILES.len()];
         let count = if index.is_multiple_of(2) { 3 } else { 2 };
@@ -188,17 +186,16 @@ impl Fleet {
             .iter()
             .map(|s| s.parse().expect("SERVICES are valid names"))
             .collect();
-        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         AgentConfig {
             services,
             gpu: GpuChoice::Profile(profile.to_owned()),
             fake_seed: index as u64 + 1,
-            tunnel: TunnelConfig::PublicUrl(format!("http://{listen}")),
-            report_listen: "127.0.0.1:0".parse().expect("literal address"),
+            tunnel: TunnelConfig::PublicUrl(format!("http://127.0.0.1:{port}")),
+            upstream: format!("http://127.0.0.1:{port}"),
+            report_listen: std::net::SocketAddr::from(([127, 0, 0, 1], report_port)),
             max_concurrency: c.slots,
             dht_enabled: c.dht_enabled,
             dht_timings: Some(c.timings),
-            dht_join_timeout: Duration::from_secs(10),
             bootstrap_url: Some(format!("{}/api/dht/bootstrap", c.gateway_url)),
             registry_url: Some(c.gateway_url.clone()),
             registry_token: Some(Secret::new(c.registry_token.clone())),
@@ -207,31 +204,40 @@ impl Fleet {
             load_every: c.load_every,
             probe_every: c.load_every.max(Duration::from_millis(500)),
             drain_grace: c.drain_grace,
-            mock: Some(MockServiceConfig {
-                listen,
-                slots: c.slots,
-                speed: profile_speed(profile).unwrap_or(1.0),
-                base_ms: c.base_ms,
-                per_kib_ms: 0.1,
-                max_queue: 256,
-                report_every: c.load_every,
-                ..MockServiceConfig::default()
-            }),
             ..AgentConfig::default()
         }
     }
 
-    /// Starts one more worker with position `index`; returns its id.
+    /// The mock service of worker `index`, listening on `port` and reporting its load to its
+    /// agent at `report_port`.
+    fn service_config(&self, index: usize, port: u16, report_port: u16) -> MockServiceConfig {
+        let c = &self.config;
+        let profile = PROFILES[index % PROFILES.len()];
+        MockServiceConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            slots: c.slots,
+            speed: profile_speed(profile).unwrap_or(1.0),
+            base_ms: c.base_ms,
+            per_kib_ms: 0.1,
+            max_queue: 256,
+            report_url: Some(format!("http://127.0.0.1:{report_port}/load")),
+            report_every: c.load_every,
+        }
+    }
+
+    /// Starts one more worker with position `index` (its service, then its agent); returns
+    /// its id.
     ///
     /// # Errors
-    /// An invalid configuration or a state directory that cannot be written.
-    pub fn add_worker(&mut self, index: usize) -> Result<String, LoadtestError> {
-        let port = free_port()?;
-        let cfg = self.agent_config(index, port);
+    /// An invalid configuration, a port that cannot be bound, or a state directory that
+    /// cannot be written.
+    pub async fn add_worker(&mut self, index: usize) -> Result<String, LoadtestError> {
+        let (port, report_port) = (free_port()?, free_port()?);
+        let cfg = self.agent_config(index, port, report_port);
         cfg.validate()?;
         let id = gpumesh_probe::agent::worker_id(&cfg.state_dir)?;
+        let service = MockService::spawn(self.service_config(index, port, report_port)).await?;
         let profile = PROFILES[index % PROFILES.len()];
-        let url = format!("http://127.0.0.1:{port}");
         let stop = CancellationToken::new();
         let task = tokio::spawn(gpumesh_probe::run(cfg, stop.clone()));
         self.workers.push(FleetWorker {
@@ -239,11 +245,20 @@ impl Fleet {
             id: id.clone(),
             profile,
             speed: profile_speed(profile).unwrap_or(1.0),
-            url,
+            url: service.url(),
+            service: Some(service),
             stop,
             task: Some(task),
         });
         Ok(id)
+    }
+
+    /// Requests served so far by worker `index`'s service (0 once it is killed).
+    pub fn served(&self, index: usize) -> u64 {
+        self.workers[index]
+            .service
+            .as_ref()
+            .map_or(0, |s| s.state().served)
     }
 
     /// The running workers.
@@ -251,21 +266,18 @@ impl Fleet {
         &self.workers
     }
 
-    /// Puts worker `index`'s mock service into a failure mode (`{"mode":"crash"}`,
-    /// `{"mode":"slow","factor":10}`, `{"mode":"none"}`).
+    /// Puts worker `index`'s mock service into a failure mode ([`Fault::Slow`] for a slow
+    /// worker, [`Fault::None`] to heal it).
     ///
     /// # Errors
-    /// The mock service could not be reached.
-    pub async fn set_fault(&self, index: usize, fault: &str) -> Result<(), LoadtestError> {
+    /// The worker was killed, or its service could not listen again after a crash.
+    pub async fn set_fault(&self, index: usize, fault: Fault) -> Result<(), LoadtestError> {
         let w = &self.workers[index];
-        self.http
-            .post(format!("{}/admin/fault", w.url))
-            .header("content-type", "application/json")
-            .body(fault.to_owned())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| LoadtestError::Http(format!("fault on {}: {e}", w.url)))?;
+        let service = w
+            .service
+            .as_ref()
+            .ok_or_else(|| LoadtestError::Usage(format!("worker {index} ({}) was killed", w.id)))?;
+        service.set_fault(fault).await?;
         Ok(())
     }
 
@@ -273,10 +285,14 @@ impl Fleet {
     /// requests fail, as when a volunteer's machine dies) and its agent is told to stop.
     /// The gateway learns of the death from failed requests first, not from the agent.
     pub async fn kill(&mut self, index: usize) {
-        if let Err(e) = self.set_fault(index, r#"{"mode":"crash"}"#).await {
-            warn!(error = %e, "crash fault not applied");
-        }
         let w = &mut self.workers[index];
+        if let Some(service) = w.service.take() {
+            if let Err(e) = service.set_fault(Fault::Crash).await {
+                warn!(error = %e, "crash fault not applied");
+            }
+            // Dropping the handle frees the crashed service; a soak kills hundreds.
+            drop(service);
+        }
         w.stop.cancel();
         // Reap the stopping agent in the background. A finished task keeps its whole cell (the
         // agent's future, about 13 KB) until its JoinHandle is awaited or dropped, and a soak
@@ -307,6 +323,8 @@ impl Fleet {
             {
                 reports.push(report);
             }
+            // The service outlives its agent's drain, as a real one would.
+            w.service = None;
         }
         while let Some(done) = self.reapers.join_next().await {
             self.reaped.extend(done.ok().flatten());

@@ -6,6 +6,10 @@
 //! - [`scenario`]: [`Scenario`] and [`LoadtestConfig`], checked before anything starts.
 //! - [`traffic`]: goose users driving `/api/service/...` and the hdrhistogram recorder.
 //! - [`run`]: one load-test run, [`run::run`] (`gpumesh loadtest`).
+//! - `scenarios`: what each scenario does during a run, one module per scenario.
+//! - `harness`: the gateway on a runtime of its own (restartable), runtimes, fleet timings,
+//!   the open-files budget.
+//! - [`observe`]: what the harness reads from a gateway over its HTTP API.
 //! - [`chaos`]: how long killed workers kept receiving traffic (`chaos`).
 //! - [`soak`]: resource series and their trends (`soak`).
 //! - [`report`]: [`Report`] as JSON, markdown and an SVG chart.
@@ -15,9 +19,12 @@ pub mod chaos;
 pub mod demo;
 pub mod error;
 pub mod fleet;
+mod harness;
+pub mod observe;
 pub mod report;
 pub mod run;
 pub mod scenario;
+mod scenarios;
 pub mod soak;
 pub mod traffic;
 

@@ -16,7 +16,6 @@
 //! - [`coordinator`]: the gateway's HTTP worker registry client (fallback mode).
 //! - [`http`]: bounded reads of HTTP answers.
 //! - [`agent`]: configuration and the agent loop, `run(config, shutdown)`.
-//! - [`mock`]: the mock GPU inference service for demos, fleets and tests.
 //! - [`error`]: the crate's error types.
 
 pub mod agent;
@@ -28,7 +27,6 @@ pub mod gpu;
 pub mod host;
 pub mod http;
 pub mod load;
-pub mod mock;
 pub mod record;
 pub mod sampler;
 pub mod tunnel;
@@ -36,4 +34,3 @@ pub mod tunnel;
 pub use agent::{AgentConfig, run};
 pub use error::{AgentError, ProbeError};
 pub use gpu::{GpuChoice, GpuSource};
-pub use mock::{MockService, MockServiceConfig};

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use gpumesh_dht::record::WorkerState;
 use gpumesh_probe::agent::AgentReport;
 use gpumesh_probe::gpu::GpuChoice;
-use gpumesh_probe::mock::{MockService, MockServiceConfig};
 use gpumesh_probe::tunnel::{CloudflaredConfig, Secret, TunnelConfig};
 use gpumesh_probe::{AgentConfig, run};
+use gpumesh_testkit::{MockService, MockServiceConfig};
 use support::fake_gateway::{Call, FakeGateway};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,14 @@ fn start(cfg: AgentConfig) -> (CancellationToken, JoinHandle<AgentReport>) {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move { run(cfg, s).await.unwrap() });
+    (stop, task)
+}
+
+/// [`start`] with a mock GPU service next to the agent (its upstream).
+fn start_with_service(cfg: AgentConfig) -> (CancellationToken, JoinHandle<AgentReport>) {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { support::run_with_service(cfg, s).await.unwrap() });
     (stop, task)
 }
 
@@ -134,9 +142,8 @@ async fn bootstrap_is_called_once_and_cached_while_falling_back_to_the_registry(
     cfg.dht_enabled = true;
     cfg.bootstrap_url = Some(format!("{}/api/dht/bootstrap", gw.url));
     cfg.registry_url = None; // derived from the bootstrap URL's origin
-    cfg.mock = Some(MockServiceConfig::default());
     let state_dir = cfg.state_dir.clone();
-    let (stop, task) = start(cfg);
+    let (stop, task) = start_with_service(cfg);
     until("a registration", || !gw.registrations().is_empty()).await;
     // Several refresh periods: the DHT join is retried, the endpoint is not called again.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -156,7 +163,6 @@ async fn bootstrap_is_called_once_and_cached_while_falling_back_to_the_registry(
 async fn no_url_means_no_record() {
     let gw = FakeGateway::start(TOKEN).await;
     let mut cfg = base_config(&gw, "nourl");
-    cfg.mock = Some(MockServiceConfig::default());
     cfg.tunnel = TunnelConfig::Cloudflared(CloudflaredConfig {
         bin: "/nonexistent/cloudflared".into(),
         upstream: String::new(),
@@ -165,7 +171,7 @@ async fn no_url_means_no_record() {
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_millis(500),
     });
-    let (stop, task) = start(cfg);
+    let (stop, task) = start_with_service(cfg);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let report = task.await.unwrap();

@@ -55,7 +55,7 @@ async fn an_admitted_agent_is_discovered_and_a_foreign_token_is_refused_at_start
     cfg.admission = Some(load_token(&file).unwrap());
 
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(cfg, stop.clone()));
+    let task = tokio::spawn(support::run_with_service(cfg, stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !node
         .registry()

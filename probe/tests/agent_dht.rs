@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use gpumesh_dht::config::Identity;
 use gpumesh_dht::record::WorkerState;
 use gpumesh_dht::{DhtHandle, NodeConfig, Role, Timings};
+use gpumesh_probe::AgentConfig;
 use gpumesh_probe::agent::{AgentReport, worker_id};
 use gpumesh_probe::bootstrap::Seed;
 use gpumesh_probe::gpu::GpuChoice;
 use gpumesh_probe::tunnel::{Secret, TunnelConfig};
-use gpumesh_probe::{AgentConfig, run};
 use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
 use support::fake_gateway::{Call, FakeGateway};
@@ -60,7 +60,7 @@ fn start(cfg: AgentConfig) -> (CancellationToken, JoinHandle<AgentReport>) {
     let s = stop.clone();
     (
         stop,
-        tokio::spawn(async move { run(cfg, s).await.unwrap() }),
+        tokio::spawn(async move { support::run_with_service(cfg, s).await.unwrap() }),
     )
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use gpumesh_probe::load::{LoadEndpoint, fresh};
-use gpumesh_probe::mock::{Fault, MockService, MockServiceConfig};
+use gpumesh_testkit::{Fault, MockService, MockServiceConfig};
 use tokio_util::sync::CancellationToken;
 
 fn client() -> reqwest::Client {

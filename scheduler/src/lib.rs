@@ -1,4 +1,4 @@
-//! gpumesh-scheduler: pure worker selection and the policy simulator.
+//! gpumesh-scheduler: pure worker selection, and (feature `sim`) the policy simulator.
 //!
 //! The gateway keeps one [`Scheduler`]: it feeds it [`WorkerView`]s from the DHT
 //! ([`Scheduler::upsert_worker`], [`Scheduler::update_load`], [`Scheduler::remove_worker`]),
@@ -19,7 +19,8 @@
 //! - [`candidates`]: the eligible set of one pick; allocation-free sampling and scans.
 //! - [`scheduler`]: the [`Scheduler`] API.
 //! - [`policy`]: the [`Policy`] trait, gpumesh's cost and the reference policies.
-//! - [`sim`]: the discrete-event simulator behind `gpumesh sim`.
+//! - `sim` (feature `sim`): the discrete-event simulator behind `gpumesh sim`. A harness that
+//!   runs this crate's own code against simulated fleets; the gateway does not carry it.
 
 pub mod candidates;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod gpu;
 pub mod policy;
 pub mod requirements;
 pub mod scheduler;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod table;
 pub mod worker;

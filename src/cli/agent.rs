@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use gpumesh_probe::gpu::{GpuChoice, profile_speed};
+use gpumesh_probe::gpu::GpuChoice;
 use gpumesh_probe::tunnel::{CloudflaredConfig, NamedTunnel, Secret, TunnelConfig};
-use gpumesh_probe::{AgentConfig, AgentError, MockService, MockServiceConfig};
+use gpumesh_probe::{AgentConfig, AgentError};
 use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
@@ -30,6 +30,10 @@ enum TunnelKind {
 pub struct Args {
     #[command(flatten)]
     flags: Box<Flags>,
+    /// The mock GPU service beside the agent (demos and tests).
+    #[cfg(feature = "loadtest")]
+    #[command(flatten)]
+    mock: Box<super::mock::MockFlags>,
 }
 
 /// The flags themselves.
@@ -123,33 +127,6 @@ struct Flags {
     /// With --probe-once: print JSON.
     #[arg(long, env = "GPUMESH_JSON")]
     json: bool,
-    /// Run the mock GPU service in-process as the upstream (demos).
-    #[arg(long, env = "GPUMESH_MOCK_SERVICE", conflicts_with = "mock_only")]
-    mock_service: bool,
-    /// Run only the mock GPU service (at --mock-listen) until a signal; no agent.
-    #[arg(long, env = "GPUMESH_MOCK_ONLY")]
-    mock_only: bool,
-    /// Mock service address (--mock-service and --mock-only; port 0 picks one).
-    #[arg(long, env = "GPUMESH_MOCK_LISTEN", default_value = "127.0.0.1:8000")]
-    mock_listen: SocketAddr,
-    /// Where the standalone mock posts its load (--mock-only), e.g. http://127.0.0.1:7071/load.
-    #[arg(long, env = "GPUMESH_MOCK_REPORT_URL")]
-    mock_report_url: Option<String>,
-    /// Mock concurrency slots.
-    #[arg(long, env = "GPUMESH_MOCK_SLOTS", default_value_t = 4)]
-    mock_slots: u32,
-    /// Mock service time of an empty request on an A100, ms.
-    #[arg(long, env = "GPUMESH_MOCK_BASE_MS", default_value_t = 50.0)]
-    mock_base_ms: f64,
-    /// Mock extra time per KiB of request body on an A100, ms.
-    #[arg(long, env = "GPUMESH_MOCK_PER_KIB_MS", default_value_t = 0.5)]
-    mock_per_kib_ms: f64,
-    /// Mock queue bound (more requests get 503).
-    #[arg(long, env = "GPUMESH_MOCK_MAX_QUEUE", default_value_t = 64)]
-    mock_max_queue: u32,
-    /// Mock speed relative to one A100 (default: from --gpu-profile, else 1).
-    #[arg(long, env = "GPUMESH_MOCK_SPEED")]
-    mock_speed: Option<f64>,
 }
 
 fn env_secret(names: &[&str]) -> Option<Secret> {
@@ -159,34 +136,7 @@ fn env_secret(names: &[&str]) -> Option<Secret> {
         .map(Secret::new)
 }
 
-fn legacy_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, UsageError> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| UsageError(format!("{name}={v} is not valid"))),
-        Err(_) => Ok(None),
-    }
-}
-
 impl Flags {
-    fn mock_config(&self, listen: SocketAddr, report_url: Option<String>) -> MockServiceConfig {
-        let speed = self
-            .mock_speed
-            .or_else(|| self.gpu_profile.as_deref().and_then(profile_speed))
-            .unwrap_or(1.0);
-        MockServiceConfig {
-            listen,
-            slots: self.mock_slots,
-            speed,
-            base_ms: self.mock_base_ms,
-            per_kib_ms: self.mock_per_kib_ms,
-            max_queue: self.mock_max_queue,
-            report_url,
-            ..MockServiceConfig::default()
-        }
-    }
-
     fn into_config(self) -> Result<AgentConfig, UsageError> {
         let gpu = match (&self.gpu_profile, self.no_gpu) {
             (Some(p), _) => GpuChoice::Profile(p.clone()),
@@ -213,30 +163,8 @@ impl Flags {
                 backoff_max: Duration::from_secs(60),
             }),
         };
-        let dht_enabled = match self.dht_enabled {
-            Some(b) => b,
-            None => legacy_env::<String>("DHT_ENABLED")?
-                .map(|v| {
-                    !matches!(
-                        v.to_ascii_lowercase().as_str(),
-                        "false" | "0" | "no" | "off"
-                    )
-                })
-                .unwrap_or(true),
-        };
-        let dht_port = match self.dht_port {
-            Some(p) => p,
-            None => legacy_env("DHT_PORT")?.unwrap_or(0),
-        };
-        let state_dir = self.state_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-                .map_or_else(|| PathBuf::from(".gpumesh"), |d| d.join("gpumesh"))
-        });
-        let mock = self
-            .mock_service
-            .then(|| self.mock_config(self.mock_listen, None));
+        let dht_enabled = super::legacy_env::dht_enabled(self.dht_enabled)?;
+        let dht_port = super::legacy_env::dht_port(self.dht_port, 0)?;
         let admission = self
             .admission
             .as_deref()
@@ -249,6 +177,7 @@ impl Flags {
             .map(gpumesh_dht::identity::load_network_key)
             .transpose()
             .map_err(|e| UsageError(format!("--network-key-file: {e}")))?;
+        let load_every = Duration::from_millis(self.load_interval_ms);
         Ok(AgentConfig {
             services: self.services,
             capabilities: self.capabilities,
@@ -261,21 +190,16 @@ impl Flags {
             max_concurrency: self.max_concurrency,
             dht_enabled,
             dht_port,
-            dht_timings: None,
-            dht_join_timeout: Duration::from_secs(10),
             bootstrap_url: self.bootstrap_url,
             registry_url: self.registry_url,
             registry_token: env_secret(&["GPUMESH_REGISTRY_TOKEN"]),
             admission,
             network_key,
-            state_dir,
             refresh_every: Duration::from_secs(self.refresh_secs),
-            load_every: Duration::from_millis(self.load_interval_ms),
             probe_every: Duration::from_millis(self.probe_interval_ms),
             vram_step_mib: self.vram_step_mib,
             drain_grace: Duration::from_secs(self.drain_grace_secs),
-            report_stale_after: Duration::from_millis(self.load_interval_ms.max(2000) * 5),
-            mock,
+            ..AgentConfig::with_defaults(self.state_dir, load_every)
         })
     }
 }
@@ -288,11 +212,12 @@ fn usage_or_error(e: AgentError) -> anyhow::Error {
     }
 }
 
-/// Cancels the token on the first Ctrl-C/SIGTERM; a second one exits at once.
-fn on_signal(rt: &tokio::runtime::Runtime) -> CancellationToken {
+/// Cancels the token on the first Ctrl-C/SIGTERM; a second one exits at once. Call it inside
+/// the runtime.
+fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    rt.spawn(async move {
+    tokio::spawn(async move {
         super::shutdown_signal().await;
         tracing::info!("shutdown requested; draining (signal again to exit now)");
         t.cancel();
@@ -304,60 +229,69 @@ fn on_signal(rt: &tokio::runtime::Runtime) -> CancellationToken {
 
 /// Runs `gpumesh agent`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let args = *args.flags;
-    if args.mock_only {
-        let cfg = args.mock_config(args.mock_listen, args.mock_report_url.clone());
-        cfg.validate().map_err(UsageError)?;
-        let rt = super::runtime()?;
-        return rt.block_on(async {
-            let svc = MockService::spawn(cfg).await.map_err(usage_or_error)?;
-            eprintln!("mock GPU service at {}", svc.url());
-            super::shutdown_signal().await;
-            Ok(ExitCode::SUCCESS)
-        });
+    #[cfg(feature = "loadtest")]
+    if args.mock.mock_only {
+        return args.mock.run_only(args.flags.gpu_profile.as_deref());
     }
-    let probe_once = args.probe_once;
-    let json = args.json;
-    let config = args.into_config()?;
+    let flags = *args.flags;
+    let (probe_once, json) = (flags.probe_once, flags.json);
+    #[cfg(feature = "loadtest")]
+    let gpu_profile = flags.gpu_profile.clone();
+    #[cfg_attr(not(feature = "loadtest"), allow(unused_mut))]
+    let mut config = flags.into_config()?;
+    #[cfg(feature = "loadtest")]
+    let mock = args.mock.prepare(gpu_profile.as_deref(), &mut config)?;
+    if !probe_once {
+        config.validate().map_err(usage_or_error)?;
+    }
     let rt = super::runtime()?;
-    if probe_once {
-        let record = rt
-            .block_on(gpumesh_probe::agent::probe_once(&config))
+    rt.block_on(async move {
+        #[cfg(feature = "loadtest")]
+        let _mock = super::mock::start_beside(mock, &mut config).await?;
+        if probe_once {
+            return print_probe(&config, json).await;
+        }
+        let shutdown = on_signal();
+        gpumesh_probe::run(config, shutdown)
+            .await
             .map_err(usage_or_error)?;
-        if record.tunnel_url.is_empty() {
-            tracing::warn!("no public URL yet: the agent would not publish this record");
-        }
-        if json {
-            println!("{}", serde_json::to_string_pretty(&record)?);
-        } else {
-            println!(
-                "{} state={:?} services={:?} gpus={} cpu={:.0}% mem={}/{} MiB url={}",
-                record.peer_id,
-                record.state,
-                record
-                    .services
-                    .iter()
-                    .map(gpumesh_dht::ServiceName::as_str)
-                    .collect::<Vec<_>>(),
-                record.gpus.len(),
-                record.host.cpu_util_pct,
-                record.host.mem_available_mib,
-                record.host.mem_total_mib,
-                record.tunnel_url,
-            );
-            for g in &record.gpus {
-                println!(
-                    "  {} {} {}/{} MiB free",
-                    g.model, g.uuid, g.vram_free_mib, g.vram_total_mib
-                );
-            }
-        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `--probe-once`: prints the record the agent would publish now.
+async fn print_probe(config: &AgentConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let record = gpumesh_probe::agent::probe_once(config)
+        .await
+        .map_err(usage_or_error)?;
+    if record.tunnel_url.is_empty() {
+        tracing::warn!("no public URL yet: the agent would not publish this record");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(ExitCode::SUCCESS);
     }
-    config.validate().map_err(usage_or_error)?;
-    let shutdown = on_signal(&rt);
-    rt.block_on(gpumesh_probe::run(config, shutdown))
-        .map_err(usage_or_error)?;
+    println!(
+        "{} state={:?} services={:?} gpus={} cpu={:.0}% mem={}/{} MiB url={}",
+        record.peer_id,
+        record.state,
+        record
+            .services
+            .iter()
+            .map(gpumesh_dht::ServiceName::as_str)
+            .collect::<Vec<_>>(),
+        record.gpus.len(),
+        record.host.cpu_util_pct,
+        record.host.mem_available_mib,
+        record.host.mem_total_mib,
+        record.tunnel_url,
+    );
+    for g in &record.gpus {
+        println!(
+            "  {} {} {}/{} MiB free",
+            g.model, g.uuid, g.vram_free_mib, g.vram_total_mib
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -370,29 +304,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: super::Args,
-    }
-
-    #[test]
-    fn flags_parse_into_a_valid_config() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from([
-            "agent",
-            "--service",
-            "ocr",
-            "--service",
-            "embed",
-            "--gpu-profile",
-            "t4",
-            "--public-url",
-            "https://w.example.org",
-            "--bootstrap-url",
-            "https://gw.example.org/api/dht/bootstrap",
-        ])
-        .unwrap();
-        let cfg = cli.args.flags.into_config().unwrap();
-        assert_eq!(cfg.services, ["ocr", "embed"]);
-        cfg.validate().unwrap();
     }
 
     /// A service name the DHT would refuse (`OCR`: keys are lower case) is refused where the
@@ -426,9 +337,31 @@ mod tests {
             "accepted, or refused for another reason: {refused:?}"
         );
     }
+    #[test]
+    fn flags_parse_into_a_valid_config() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "agent",
+            "--service",
+            "ocr",
+            "--service",
+            "embed",
+            "--gpu-profile",
+            "t4",
+            "--public-url",
+            "https://w.example.org",
+            "--bootstrap-url",
+            "https://gw.example.org/api/dht/bootstrap",
+        ])
+        .unwrap();
+        let cfg = cli.args.flags.into_config().unwrap();
+        assert_eq!(cfg.services, ["ocr", "embed"]);
+        cfg.validate().unwrap();
+    }
 
     /// The agent started through its flags with `--admission FILE`: the token is loaded and
-    /// checked, the agent runs (mock service, DHT join attempts, registry fallback with a
+    /// checked, the agent runs (DHT join attempts, registry fallback with a
     /// bearer token), and neither the registry token nor the node key reaches the logs.
     #[test]
     fn admission_file_loads_and_secrets_never_reach_the_logs() {
@@ -460,9 +393,6 @@ mod tests {
                 "ocr".as_ref(),
                 "--gpu-profile".as_ref(),
                 "t4".as_ref(),
-                "--mock-service".as_ref(),
-                "--mock-listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
                 "--report-listen".as_ref(),
                 "127.0.0.1:0".as_ref(),
                 "--public-url".as_ref(),

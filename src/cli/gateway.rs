@@ -106,36 +106,17 @@ pub struct Args {
     upstream_idle_per_host: usize,
 }
 
-/// A non-empty environment variable (the seed system's names and the token).
-fn legacy_env(name: &str) -> Option<String> {
+/// A non-empty environment variable (the registry token).
+fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 impl Args {
     fn into_config(self) -> Result<Config, UsageError> {
-        let dht_enabled = match self.dht_enabled {
-            Some(v) => v,
-            None => match legacy_env("DHT_ENABLED") {
-                Some(v) => BOOLISH
-                    .iter()
-                    .find(|(s, _)| v.trim().eq_ignore_ascii_case(s))
-                    .map(|(_, b)| *b)
-                    .ok_or_else(|| UsageError(format!("DHT_ENABLED={v} is not a boolean")))?,
-                None => true,
-            },
-        };
-        let dht_port = match self.dht_port {
-            Some(p) => p,
-            None => match legacy_env("DHT_PORT") {
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| UsageError(format!("DHT_PORT={v} is not a port")))?,
-                None => 4001,
-            },
-        };
+        let dht_enabled = super::legacy_env::dht_enabled(self.dht_enabled)?;
+        let dht_port = super::legacy_env::dht_port(self.dht_port, 4001)?;
         // The registry's bearer token: environment only, so it never shows in `ps`.
-        let registry_token = legacy_env("GPUMESH_REGISTRY_TOKEN");
+        let registry_token = env_var("GPUMESH_REGISTRY_TOKEN");
         let dht_admission_operators =
             gpumesh_dht::admission::parse_operator_keys(&self.admission_pubkeys)
                 .map_err(|e| UsageError(format!("--admission-pubkey: {e}")))?;
@@ -174,17 +155,6 @@ impl Args {
         Ok(config)
     }
 }
-
-const BOOLISH: [(&str, bool); 8] = [
-    ("true", true),
-    ("1", true),
-    ("yes", true),
-    ("on", true),
-    ("false", false),
-    ("0", false),
-    ("no", false),
-    ("off", false),
-];
 
 /// Runs `gpumesh gateway` until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -2,11 +2,18 @@
 
 mod admit;
 mod agent;
+#[cfg(feature = "loadtest")]
 mod demo;
+#[cfg(feature = "loadtest")]
 mod dht_bench;
 mod gateway;
 mod keygen;
+mod legacy_env;
+#[cfg(feature = "loadtest")]
 mod loadtest;
+#[cfg(feature = "loadtest")]
+mod mock;
+#[cfg(feature = "loadtest")]
 mod sim;
 
 use std::process::ExitCode;
@@ -15,8 +22,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exit code for bad flags or configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: u8 = 64;
-/// Exit code for a command that cannot run here (`EX_UNAVAILABLE`).
-pub const EXIT_UNAVAILABLE: u8 = 69;
 
 /// Route AI requests to volunteer GPU workers found through a libp2p DHT.
 #[derive(Debug, Parser)]
@@ -39,16 +44,20 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// One process: a gateway (also the DHT seed) and N simulated GPU workers.
+    #[cfg(feature = "loadtest")]
     Demo(demo::Args),
     /// The HTTP gateway and a DHT server node.
     Gateway(gateway::Args),
     /// The worker agent: probe, DHT publication, coordinator fallback, drain.
     Agent(agent::Args),
     /// Discrete-event comparison of selection policies.
+    #[cfg(feature = "loadtest")]
     Sim(sim::Args),
     /// N real DHT nodes in one process: discovery and lookup figures.
+    #[cfg(feature = "loadtest")]
     DhtBench(dht_bench::Args),
     /// A fleet of agents, a gateway and goose users, with scenarios.
+    #[cfg(feature = "loadtest")]
     Loadtest(loadtest::Args),
     /// Generate a node identity or cluster keys.
     Keygen(keygen::Args),
@@ -60,11 +69,6 @@ enum Command {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// A command that is not built yet: reported and mapped to exit code 69.
-#[derive(Debug, thiserror::Error)]
-#[error("`gpumesh {0}` is not yet available in this build")]
-pub struct Unavailable(pub &'static str);
 
 /// Parses the command line, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
@@ -78,11 +82,15 @@ pub fn main() -> ExitCode {
     };
     init_tracing(cli.log_format);
     let outcome = match cli.command {
+        #[cfg(feature = "loadtest")]
         Command::Demo(args) => demo::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Agent(args) => agent::run(args),
+        #[cfg(feature = "loadtest")]
         Command::Sim(args) => sim::run(args),
+        #[cfg(feature = "loadtest")]
         Command::DhtBench(args) => dht_bench::run(args),
+        #[cfg(feature = "loadtest")]
         Command::Loadtest(args) => loadtest::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Admit(args) => admit::run(args),
@@ -92,10 +100,6 @@ pub fn main() -> ExitCode {
         Err(e) if e.is::<UsageError>() => {
             eprintln!("gpumesh: {e}");
             ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) if e.is::<Unavailable>() => {
-            eprintln!("gpumesh: {e}");
-            ExitCode::from(EXIT_UNAVAILABLE)
         }
         Err(e) => {
             eprintln!("gpumesh: error: {e:#}");
@@ -120,7 +124,6 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// A multi-threaded tokio runtime for the async commands.
-#[allow(dead_code, reason = "used by the async commands as they land")]
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,7 +131,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the start of a graceful shutdown.
-#[allow(dead_code, reason = "used by the long-running commands as they land")]
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -8,7 +8,6 @@ use gpumesh_dht::rules::{DEFAULT_VRAM_STEP_MIB, MAX_SERVICES, ServiceName, recor
 
 use crate::error::AgentError;
 use crate::gpu::GpuChoice;
-use crate::mock::MockServiceConfig;
 use crate::tunnel::{Secret, TunnelConfig, validate_public_url};
 
 /// Everything `gpumesh agent` needs. Build it from flags, then [`AgentConfig::validate`].
@@ -69,8 +68,6 @@ pub struct AgentConfig {
     pub drain_grace: Duration,
     /// A load report older than this means the service is not reporting.
     pub report_stale_after: Duration,
-    /// Run the mock GPU service in-process as the upstream (demos).
-    pub mock: Option<MockServiceConfig>,
 }
 
 impl Default for AgentConfig {
@@ -101,7 +98,6 @@ impl Default for AgentConfig {
             vram_step_mib: DEFAULT_VRAM_STEP_MIB,
             drain_grace: Duration::from_secs(30),
             report_stale_after: Duration::from_secs(10),
-            mock: None,
         }
     }
 }
@@ -125,9 +121,7 @@ impl AgentConfig {
                 "give 1 to {MAX_SERVICES} services (--service NAME)"
             )));
         }
-        if self.mock.is_none() {
-            http_url("--upstream", &self.upstream)?;
-        }
+        http_url("--upstream", &self.upstream)?;
         if !self.health_path.starts_with('/') {
             return bad("--health-path must start with /");
         }
@@ -176,9 +170,6 @@ impl AgentConfig {
         }
         if self.max_concurrency == 0 {
             return bad("--max-concurrency must be at least 1");
-        }
-        if let Some(m) = &self.mock {
-            m.validate().map_err(AgentError::Config)?;
         }
         Ok(())
     }

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::{LoadInfo, WorkerRecord};
-use gpumesh_dht::rules::is_material_change;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -13,10 +12,10 @@ use tracing::{debug, info, warn};
 use super::announcer::{Announcer, Route};
 use super::config::AgentConfig;
 use crate::load::{LoadReport, fresh};
-use crate::mock::MockService;
 use crate::record::{RecordBuilder, worker_state};
 use crate::sampler::{Sample, Sampler};
 use crate::tunnel::TunnelStatus;
+use gpumesh_dht::rules::is_material_change;
 
 /// What the agent did, returned by [`super::run`] after a drain (tests and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +37,6 @@ pub(crate) struct EventLoop {
     pub(crate) announcer: Announcer,
     pub(crate) tunnel: watch::Receiver<TunnelStatus>,
     pub(crate) load: watch::Receiver<Option<LoadReport>>,
-    pub(crate) mock: Option<MockService>,
     pub(crate) health_url: String,
     pub(crate) http: reqwest::Client,
 }
@@ -63,9 +61,6 @@ struct Live {
 
 impl EventLoop {
     fn current_load(&self) -> LoadInfo {
-        if let Some(m) = &self.mock {
-            return m.load();
-        }
         fresh(*self.load.borrow(), self.cfg.report_stale_after).unwrap_or(LoadInfo {
             in_flight: 0,
             queue_depth: 0,
@@ -190,9 +185,6 @@ impl EventLoop {
         if live.published.is_some() {
             self.reconcile(live, true, true, &CancellationToken::new())
                 .await;
-        }
-        if let Some(m) = &self.mock {
-            m.stop_accepting();
         }
         let deadline = Instant::now() + self.cfg.drain_grace;
         let clean = loop {

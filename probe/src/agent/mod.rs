@@ -2,12 +2,14 @@
 
 mod announcer;
 mod config;
+mod defaults;
 mod dht_link;
 mod event_loop;
 mod registry_link;
 
 pub use announcer::Route;
 pub use config::AgentConfig;
+pub use defaults::{default_state_dir, report_stale_after};
 pub use event_loop::AgentReport;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +25,6 @@ use crate::bootstrap::Bootstrapper;
 use crate::coordinator::Coordinator;
 use crate::error::AgentError;
 use crate::load::LoadEndpoint;
-use crate::mock::MockService;
 use crate::record::{Identity, RecordBuilder, system_clock, worker_state};
 use crate::sampler::Sampler;
 use crate::tunnel::{Tunnel, TunnelConfig};
@@ -103,7 +104,7 @@ pub async fn probe_once(config: &AgentConfig) -> Result<WorkerRecord, AgentError
         max_concurrency: config.max_concurrency,
         ..LoadInfo::default()
     };
-    let up = config.mock.is_some() || {
+    let up = {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -142,65 +143,12 @@ pub async fn run(
     let parts = CancellationToken::new();
     let load = LoadEndpoint::bind(config.report_listen, parts.clone()).await?;
     let mut cfg = config;
-    let mock = match cfg.mock.clone() {
-        Some(mut m) => {
-            m.report_url = Some(load.report_url());
-            let svc = MockService::spawn(m).await?;
-            cfg.upstream = svc.url();
-            Some(svc)
-        }
-        None => None,
-    };
     if let TunnelConfig::Cloudflared(c) = &mut cfg.tunnel {
         c.upstream.clone_from(&cfg.upstream);
     }
     let tunnel = Tunnel::start(cfg.tunnel.clone(), parts.clone());
-
-    let dht = if cfg.dht_enabled {
-        let boot = Bootstrapper::new(
-            cfg.bootstrap_url.clone(),
-            Some(cfg.state_dir.join("seeds.json")),
-        )
-        .map_err(http_err)?;
-        // Records refreshed at the agent's period live the rulebook's TTL of it; load
-        // heartbeats go out at least as often as the agent samples load (at most 1/s).
-        let timings = cfg.dht_timings.unwrap_or_else(|| {
-            let t = Timings::default().with_refresh(cfg.refresh_every);
-            Timings {
-                heartbeat_interval: t
-                    .heartbeat_interval
-                    .min(cfg.load_every.max(Duration::from_secs(1))),
-                ..t
-            }
-        });
-        let settings = DhtSettings {
-            key_path: key_path(&cfg.state_dir),
-            port: cfg.dht_port,
-            timings,
-            join_timeout: cfg.dht_join_timeout,
-            shutdown: parts.clone(),
-            admission: cfg.admission.clone(),
-            network_key: cfg.network_key,
-        };
-        Some(DhtLink::new(boot, settings))
-    } else {
-        info!("DHT disabled: coordinator registry only");
-        None
-    };
-    let registry = match (cfg.registry_base(), &cfg.registry_token) {
-        (Some(base), Some(token)) => {
-            // Registrations, heartbeats and deregistrations are signed with the node key, as
-            // DHT records are, so that an admission-enforcing gateway can tell this worker from
-            // another agent holding the same registry token or a copy of its admission token.
-            std::fs::create_dir_all(&cfg.state_dir)?;
-            let client = Coordinator::new(&base, token.clone())
-                .map_err(http_err)?
-                .with_signing_key(&key_path(&cfg.state_dir), cfg.admission.clone())
-                .map_err(|e| AgentError::Identity(e.to_string()))?;
-            Some(RegistryLink::new(client, record_ttl(cfg.refresh_every)))
-        }
-        _ => None,
-    };
+    let dht = dht_link(&cfg, &parts)?;
+    let registry = registry_link(&cfg)?;
     // The health check runs once per probe period against a local service: a fresh loopback
     // connection each time costs less than an idle one held open per agent (a 2000-agent
     // load test in one process ran out of file descriptors on exactly these).
@@ -218,7 +166,6 @@ pub async fn run(
         announcer: Announcer::new(dht, registry),
         tunnel: tunnel.subscribe(),
         load: load.subscribe(),
-        mock,
         health_url,
         http,
         cfg,
@@ -228,4 +175,60 @@ pub async fn run(
     tunnel.stopped().await;
     info!(?report, "agent stopped");
     Ok(report)
+}
+
+/// The DHT channel, unless `DHT_ENABLED=false`. Timings not given are derived from the
+/// agent's own periods: the record refreshes with the agent and lives the rulebook's
+/// [`record_ttl`] of that period, and the load heartbeat is never slower than the agent's.
+fn dht_link(cfg: &AgentConfig, parts: &CancellationToken) -> Result<Option<DhtLink>, AgentError> {
+    if !cfg.dht_enabled {
+        info!("DHT disabled: coordinator registry only");
+        return Ok(None);
+    }
+    let boot = Bootstrapper::new(
+        cfg.bootstrap_url.clone(),
+        Some(cfg.state_dir.join("seeds.json")),
+    )
+    .map_err(|e| AgentError::Http(e.to_string()))?;
+    // Records refreshed at the agent's period live the rulebook's TTL of it; load heartbeats
+    // go out at least as often as the agent samples load (at most 1/s).
+    let timings = cfg.dht_timings.unwrap_or_else(|| {
+        let t = Timings::default().with_refresh(cfg.refresh_every);
+        Timings {
+            heartbeat_interval: t
+                .heartbeat_interval
+                .min(cfg.load_every.max(Duration::from_secs(1))),
+            ..t
+        }
+    });
+    let settings = DhtSettings {
+        key_path: key_path(&cfg.state_dir),
+        port: cfg.dht_port,
+        timings,
+        join_timeout: cfg.dht_join_timeout,
+        shutdown: parts.clone(),
+        admission: cfg.admission.clone(),
+        network_key: cfg.network_key,
+    };
+    Ok(Some(DhtLink::new(boot, settings)))
+}
+
+/// The fallback registry channel, when a registry URL and token are configured.
+///
+/// Registrations, heartbeats and deregistrations are signed with the node key, as DHT records
+/// are, so that an admission-enforcing gateway can tell this worker from another agent holding
+/// the same registry token or a copy of its admission token.
+fn registry_link(cfg: &AgentConfig) -> Result<Option<RegistryLink>, AgentError> {
+    let (Some(base), Some(token)) = (cfg.registry_base(), &cfg.registry_token) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    let client = Coordinator::new(&base, token.clone())
+        .map_err(|e| AgentError::Http(e.to_string()))?
+        .with_signing_key(&key_path(&cfg.state_dir), cfg.admission.clone())
+        .map_err(|e| AgentError::Identity(e.to_string()))?;
+    Ok(Some(RegistryLink::new(
+        client,
+        record_ttl(cfg.refresh_every),
+    )))
 }

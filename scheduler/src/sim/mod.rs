@@ -9,13 +9,16 @@
 //! - [`dist`]: service-time distributions.
 //! - [`engine`]: the event loop.
 //! - [`report`]: statistics, markdown and JSON.
+//! - [`options`]: parsing names and checking a [`SimConfig`] before a run.
 
 pub mod dist;
 pub mod engine;
+pub mod options;
 pub mod report;
 pub mod scenario;
 
 pub use dist::ServiceDist;
+pub use options::{SimConfigError, parse_policies, parse_scenarios};
 pub use report::{PolicyResult, ScenarioReport};
 pub use scenario::Scenario;
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Fault, MockServiceConfig, MockState};
-use crate::error::AgentError;
+use crate::error::MockError;
 
 /// State shared by handlers, the reporter and the handle.
 #[derive(Debug)]
@@ -97,11 +97,11 @@ pub struct MockService {
 
 impl MockService {
     /// Binds and starts the service.
-    pub async fn spawn(cfg: MockServiceConfig) -> Result<Self, AgentError> {
-        cfg.validate().map_err(AgentError::Config)?;
+    pub async fn spawn(cfg: MockServiceConfig) -> Result<Self, MockError> {
+        cfg.validate().map_err(MockError::Config)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| AgentError::Bind {
+            .map_err(|source| MockError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
@@ -145,7 +145,7 @@ impl MockService {
     }
 
     /// Switches the failure mode. Leaving `crash` restarts the server on the same address.
-    pub async fn set_fault(&self, fault: Fault) -> Result<(), AgentError> {
+    pub async fn set_fault(&self, fault: Fault) -> Result<(), MockError> {
         let was = std::mem::replace(
             &mut *self
                 .shared
@@ -160,7 +160,7 @@ impl MockService {
             let listener =
                 TcpListener::bind(self.addr)
                     .await
-                    .map_err(|source| AgentError::Bind {
+                    .map_err(|source| MockError::Bind {
                         addr: self.addr,
                         source,
                     })?;
