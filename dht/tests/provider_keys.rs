@@ -36,7 +36,7 @@ async fn foreign_agent(
 ) -> anyhow::Result<Outsider> {
     let mut agent = reader(net).await?;
     let me = agent.peer_id();
-    let mut record = WorkerRecord::new(vec!["ocr".into()], "https://old.example.invalid".into());
+    let mut record = WorkerRecord::new(vec!["ocr".into()], "https://old.example.invalid");
     let now = now_ms();
     record.seq = now;
     record.issued_at_ms = now;

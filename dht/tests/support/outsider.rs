@@ -161,7 +161,12 @@ impl Outsider {
             })
             .await?
         {
-            true => Ok(()),
+            // kad reports ADD_PROVIDER done when it queues the requests (they have no reply),
+            // so keep polling until they have actually gone out.
+            true => {
+                self.drive(Duration::from_millis(500)).await;
+                Ok(())
+            }
             false => bail!("start_providing failed"),
         }
     }
