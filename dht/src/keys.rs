@@ -75,7 +75,7 @@ pub fn provider_keys(service: &str, shard: u32) -> Vec<RecordKey> {
 
 /// Compatibility window until [`LEGACY_PROVIDER_KEYS_UNTIL`]: the string key
 /// (`/gpumesh/v1/svc/<service>/<shard>`) that nodes before CID keys provide under and query.
-/// To end the window, delete this function and [`is_legacy_provider_key`].
+/// To end the window, delete this function and `is_legacy_provider_key`.
 pub fn legacy_provider_key(service: &str, shard: u32) -> Option<RecordKey> {
     Some(service_key(service, shard))
 }

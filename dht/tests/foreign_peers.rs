@@ -3,9 +3,9 @@
 //! read records whatever it announces, and one that does not never enters the routing table or
 //! the worker view.
 
-mod support;
 #[path = "support/outsider.rs"]
 mod outsider;
+mod support;
 
 use std::time::Duration;
 
@@ -23,13 +23,21 @@ async fn peer_with_another_protocol_version_reads_records() -> anyhow::Result<()
     let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
     let worker = net.add_worker().await?;
     let gateway = net.gateways[0].clone();
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&worker.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&worker.peer_id()))
+        .await
+    );
 
     let mut reader = Outsider::new(JS_PROTOCOL_VERSION, "/gpumesh/kad/1.0.0", Mode::Client)?;
     let gw = reader.connect(net.seeds[0].clone()).await?;
     // Give the gateway time to act on our identify message (it used to disconnect here).
     reader.drive(Duration::from_millis(500)).await;
-    assert!(reader.is_connected(&gw), "the gateway dropped the connection");
+    assert!(
+        reader.is_connected(&gw),
+        "the gateway dropped the connection"
+    );
 
     let record = reader
         .get_record(keys::worker_key(&worker.peer_id()))
@@ -50,7 +58,12 @@ async fn peer_of_another_kad_network_stays_out() -> anyhow::Result<()> {
     let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
     let worker = net.add_worker().await?;
     let gateway = net.gateways[0].clone();
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&worker.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&worker.peer_id()))
+        .await
+    );
 
     // A reachable server of the IPFS DHT, and one that even announces our protocol version:
     // neither speaks our kad protocol, so neither may enter the routing table.
@@ -75,9 +88,15 @@ async fn peer_of_another_kad_network_stays_out() -> anyhow::Result<()> {
             break;
         }
     }
-    assert!(table.contains(&member.peer_id()), "routing table: {table:?}");
+    assert!(
+        table.contains(&member.peer_id()),
+        "routing table: {table:?}"
+    );
     assert!(!table.contains(&ipfs.peer_id()), "routing table: {table:?}");
-    assert!(!table.contains(&mimic.peer_id()), "routing table: {table:?}");
+    assert!(
+        !table.contains(&mimic.peer_id()),
+        "routing table: {table:?}"
+    );
     for o in [&ipfs, &mimic, &member] {
         assert!(!gateway.registry().contains(&o.peer_id()));
     }

@@ -51,7 +51,12 @@ async fn js_libp2p_reads_records_and_providers() -> anyhow::Result<()> {
     let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
     let worker = net.add_worker().await?;
     let gateway = net.gateways[0].clone();
-    assert!(wait_until(EVENTUALLY, || gateway.registry().contains(&worker.peer_id())).await);
+    assert!(
+        wait_until(EVENTUALLY, || gateway
+            .registry()
+            .contains(&worker.peer_id()))
+        .await
+    );
     // Both provider announcements (CID and legacy key) have reached the gateway.
     let mut stored = 0;
     for _ in 0..100 {
@@ -81,7 +86,10 @@ async fn js_libp2p_reads_records_and_providers() -> anyhow::Result<()> {
     println!("js client: {report}");
 
     let record = &report["record"];
-    assert_eq!(record["verified"], true, "record: {report}\nstderr: {stderr}");
+    assert_eq!(
+        record["verified"], true,
+        "record: {report}\nstderr: {stderr}"
+    );
     assert_eq!(record["signer"], worker.peer_id().to_string());
     assert_eq!(record["services"], serde_json::json!(["ocr"]));
     // The js side derived the same CIDs from the service name.

@@ -3,9 +3,9 @@
 //! (`keys::LEGACY_PROVIDER_KEYS_UNTIL`) agents also provide under the legacy string key and
 //! `find_workers` queries both.
 
-mod support;
 #[path = "support/outsider.rs"]
 mod outsider;
+mod support;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -89,7 +89,10 @@ async fn new_agents_provide_under_cid_and_legacy_keys() -> anyhow::Result<()> {
     // ... and so does a gateway from before CID keys, during the window.
     let legacy = keys::legacy_provider_key("ocr", shard).expect("window open");
     let by_string = r.get_providers(legacy).await?;
-    assert!(by_string.contains(&worker.peer_id()), "string key: {by_string:?}");
+    assert!(
+        by_string.contains(&worker.peer_id()),
+        "string key: {by_string:?}"
+    );
     // The new agent is found by gpumesh's own lookup too.
     assert!(found_by_new_node(&mut net, worker.peer_id()).await?);
     net.shutdown().await;

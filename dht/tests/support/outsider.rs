@@ -83,13 +83,15 @@ impl Outsider {
     /// identify exchange with it is done.
     pub async fn connect(&mut self, addr: Multiaddr) -> anyhow::Result<PeerId> {
         let peer = gpumesh_dht::node::peer_of(&addr).context("address without /p2p")?;
-        self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&peer, addr.clone());
         self.swarm.dial(addr)?;
         self.until(Duration::from_secs(10), |event| match event {
-            SwarmEvent::Behaviour(OutsiderBehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                ..
-            })) if peer_id == peer => Some(()),
+            SwarmEvent::Behaviour(OutsiderBehaviourEvent::Identify(
+                identify::Event::Received { peer_id, .. },
+            )) if peer_id == peer => Some(()),
             _ => None,
         })
         .await
@@ -112,9 +114,7 @@ impl Outsider {
         let id = self.swarm.behaviour_mut().kad.get_record(key);
         let found = self
             .query(id, |result| match result {
-                QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(r))) => {
-                    Some(Some(r.record))
-                }
+                QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(r))) => Some(Some(r.record)),
                 QueryResult::GetRecord(_) => Some(None),
                 _ => None,
             })
@@ -173,7 +173,11 @@ impl Outsider {
 
     /// PUT_VALUE of `record` to one peer at least; returns once the query finished.
     pub async fn put_record(&mut self, record: Record) -> anyhow::Result<()> {
-        let id = self.swarm.behaviour_mut().kad.put_record(record, Quorum::One)?;
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)?;
         match self
             .query(id, |result| match result {
                 QueryResult::PutRecord(r) => Some(r.is_ok()),
