@@ -339,24 +339,29 @@ impl EventLoop {
         self.registry.remove(&me, LeaveReason::Withdrawn, None);
     }
 
+    /// Provides `service` under every key of this worker's shard ([`keys::provider_keys`]: the
+    /// CID key, and the legacy string key while older gateways may still look there).
     fn provide(&mut self, service: &str) -> Result<(), DhtError> {
         ServiceName::parse(service)?;
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
-        let key = keys::service_key(service, shard);
-        match self.swarm.behaviour_mut().kad.start_providing(key) {
-            Ok(id) => {
-                self.provided.insert(service.to_owned());
-                self.track(id, PendingKind::Provide);
-                Ok(())
+        for key in keys::provider_keys(service, shard) {
+            match self.swarm.behaviour_mut().kad.start_providing(key) {
+                Ok(id) => self.track(id, PendingKind::Provide),
+                Err(e) => {
+                    self.unprovide(service);
+                    return Err(DhtError::Query(format!("local store: {e:?}")));
+                }
             }
-            Err(e) => Err(DhtError::Query(format!("local store: {e:?}"))),
         }
+        self.provided.insert(service.to_owned());
+        Ok(())
     }
 
     fn unprovide(&mut self, service: &str) {
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
-        let key = keys::service_key(service, shard);
-        self.swarm.behaviour_mut().kad.stop_providing(&key);
+        for key in keys::provider_keys(service, shard) {
+            self.swarm.behaviour_mut().kad.stop_providing(&key);
+        }
         self.provided.remove(service);
     }
 

@@ -15,7 +15,7 @@ use super::{EventLoop, gate::Verdict};
 use crate::{
     behaviour::BehaviourEvent,
     gossip::GossipMessage,
-    keys::{self, ParsedKey},
+    keys,
     registry::{HeartbeatOutcome, LeaveReason},
     rules::unix_ms,
     signed::SignedRecord,
@@ -193,15 +193,13 @@ impl EventLoop {
     }
 
     fn on_inbound_provider(&mut self, record: kad::ProviderRecord) {
-        let reason = match keys::parse_key(&record.key) {
-            Some(ParsedKey::Service { shard, .. }) if shard < self.config.sizing.service_shards => {
-                None
-            }
-            _ => Some(RejectReason::UnknownNamespace),
-        }
-        .or_else(|| {
-            (record.addresses.len() > MAX_PROVIDER_ADDRS).then_some(RejectReason::TooManyAddresses)
-        });
+        let reason = if !keys::is_provider_key(&record.key, self.config.sizing.service_shards) {
+            Some(RejectReason::UnknownNamespace)
+        } else if record.addresses.len() > MAX_PROVIDER_ADDRS {
+            Some(RejectReason::TooManyAddresses)
+        } else {
+            None
+        };
         if let Some(reason) = reason {
             tracing::debug!(provider = %record.provider, %reason, "inbound provider rejected");
             self.metrics.reject("provider", reason);
@@ -244,12 +242,10 @@ impl EventLoop {
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
-        if info.protocol_version != keys::IDENTIFY_PROTOCOL {
-            tracing::debug!(%peer_id, version = %info.protocol_version, "foreign network; dropping");
-            self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
-            let _ = self.swarm.disconnect_peer_id(peer_id);
-            return;
-        }
+        // `protocol_version` is not checked: the identify spec leaves it to each implementation
+        // (js-libp2p cannot set it), so it is no sign of another network. Speaking our kad
+        // protocol is: a peer that does not never enters the routing table, and pnet and
+        // admission keep outsiders from the wire and the worker view.
         if info.protocols.contains(&keys::KAD_PROTOCOL) {
             for addr in info.listen_addrs.into_iter().take(MAX_IDENTIFY_ADDRS) {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);

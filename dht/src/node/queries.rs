@@ -287,26 +287,27 @@ impl EventLoop {
         }
         let job = self.next_job;
         self.next_job += 1;
-        let shards = self.config.sizing.service_shards;
-        for shard in 0..shards {
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .get_providers(keys::service_key(&service, shard));
-            self.track(
-                id,
-                PendingKind::Providers {
-                    job,
-                    found: HashSet::new(),
-                },
-            );
+        // Every key of every shard (the CID key and, during the compatibility window, the
+        // legacy string key): the providers found under each are merged.
+        let mut outstanding = 0;
+        for shard in 0..self.config.sizing.service_shards {
+            for key in keys::provider_keys(&service, shard) {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.track(
+                    id,
+                    PendingKind::Providers {
+                        job,
+                        found: HashSet::new(),
+                    },
+                );
+                outstanding += 1;
+            }
         }
         self.jobs.insert(
             job,
             FindJob {
                 service,
-                outstanding: shards as usize,
+                outstanding,
                 providers: HashSet::new(),
                 fetching: false,
                 reply: Some(reply),
