@@ -37,10 +37,11 @@ pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod node;
-pub mod record;
 pub mod registry;
 pub mod request;
 pub mod rules;
+/// The wire schema of worker records (it lives in the rulebook).
+pub use rules::record;
 pub mod signed;
 #[cfg(feature = "testkit")]
 pub mod testnet;

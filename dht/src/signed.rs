@@ -17,7 +17,8 @@ use crate::{
     admission::{self, AdmissionToken},
     keys::{self, ParsedKey},
     record::WorkerRecord,
-    validate::{RecordLimits, RejectReason},
+    rules::RecordLimits,
+    validate::RejectReason,
 };
 
 /// The schema check [`SignedRecord::verify`] applies; the gateway's HTTP registry applies the

@@ -65,9 +65,3 @@ impl RejectReason {
         }
     }
 }
-
-/// The limits inbound data is checked against live in the rulebook; re-exported here so
-/// that a reason and the limit behind it are one import away.
-pub use crate::rules::limits::{
-    MAX_GPUS, MAX_PROVIDER_ADDRS, MAX_SERVICES, MAX_TEXT, MAX_URL, RecordLimits,
-};

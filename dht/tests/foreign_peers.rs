@@ -43,8 +43,8 @@ async fn peer_with_another_protocol_version_reads_records() -> anyhow::Result<()
         .get_record(keys::worker_key(&worker.peer_id()))
         .await?
         .expect("the gateway serves the worker record");
-    let limits = gpumesh_dht::validate::RecordLimits::default();
-    let now = gpumesh_dht::signed::now_ms();
+    let limits = gpumesh_dht::rules::RecordLimits::default();
+    let now = gpumesh_dht::rules::unix_ms();
     let sr = gpumesh_dht::SignedRecord::verify(&record.value, Some(&record.key), &limits, now)?;
     assert_eq!(sr.peer_id, worker.peer_id());
     assert!(reader.is_connected(&gw));

@@ -9,7 +9,7 @@ use gpumesh_dht::{
     SignedRecord, WorkerRecord,
     gossip::Heartbeat,
     keys,
-    validate::RecordLimits,
+    rules::RecordLimits,
     wire::{BootstrapResponse, HeartbeatRequest},
 };
 use libp2p::identity::Keypair;

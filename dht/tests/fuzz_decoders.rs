@@ -20,7 +20,7 @@ use gpumesh_dht::{
     record::{GpuInfo, LoadInfo, WorkerState},
     request,
     signed::{RECORD_DOMAIN, RECORD_PAYLOAD_TYPE},
-    validate::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
+    rules::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
     wire::{BootstrapResponse, HeartbeatRequest, RegisterResponse, Seed},
 };
 use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair, kad::RecordKey};

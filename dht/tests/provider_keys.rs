@@ -9,7 +9,8 @@ mod support;
 
 use std::{collections::HashSet, time::Duration};
 
-use gpumesh_dht::{SignedRecord, WorkerRecord, keys, signed::now_ms, validate::RecordLimits};
+use gpumesh_dht::rules::unix_ms;
+use gpumesh_dht::{SignedRecord, WorkerRecord, keys, rules::RecordLimits};
 use libp2p::{
     PeerId,
     kad::{Mode, Record, RecordKey},
@@ -36,8 +37,8 @@ async fn foreign_agent(
 ) -> anyhow::Result<Outsider> {
     let mut agent = reader(net).await?;
     let me = agent.peer_id();
-    let mut record = WorkerRecord::new(vec!["ocr".into()], "https://old.example.invalid");
-    let now = now_ms();
+    let mut record = WorkerRecord::new(vec!["ocr".parse().unwrap()], "https://old.example.invalid");
+    let now = unix_ms();
     record.seq = now;
     record.issued_at_ms = now;
     record.expires_at_ms = now + 60_000;

@@ -9,7 +9,7 @@ use gpumesh_dht::{
     SignedRecord,
     gossip::{Heartbeat, Leave},
     keys,
-    validate::RecordLimits,
+    rules::RecordLimits,
 };
 use libfuzzer_sys::fuzz_target;
 use libp2p::PeerId;

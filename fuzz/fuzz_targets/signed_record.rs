@@ -6,7 +6,7 @@
 //! protobuf envelope and signature check; `worker_record_json` signs its input first to reach
 //! what lies behind them.
 
-use gpumesh_dht::{SignedRecord, keys, validate::RecordLimits};
+use gpumesh_dht::{SignedRecord, keys, rules::RecordLimits};
 use libfuzzer_sys::fuzz_target;
 use libp2p::kad::RecordKey;
 

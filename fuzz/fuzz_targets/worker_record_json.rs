@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use gpumesh_dht::{
     SignedRecord, WorkerRecord, keys,
     signed::{RECORD_DOMAIN, RECORD_PAYLOAD_TYPE},
-    validate::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
+    rules::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
 };
 use libfuzzer_sys::fuzz_target;
 use libp2p::core::SignedEnvelope;

@@ -15,7 +15,7 @@ use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::{GpuInfo, WorkerRecord};
 use gpumesh_dht::request;
 use gpumesh_dht::rules::unix_ms;
-use gpumesh_dht::validate::{MAX_GPUS, RecordLimits};
+use gpumesh_dht::rules::{MAX_GPUS, RecordLimits};
 use gpumesh_dht::{AdmissionToken, OperatorKey, SignedRecord};
 use gpumesh_gateway::api::types::{ErrorBody, WorkersResponse};
 use gpumesh_gateway::{Config, api::types::RegisterResponse};

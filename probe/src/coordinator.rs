@@ -23,7 +23,7 @@ use gpumesh_dht::admission::hex_encode;
 use gpumesh_dht::record::WorkerRecord;
 use gpumesh_dht::request::{self, RequestSigError};
 use gpumesh_dht::rules::unix_ms;
-use gpumesh_dht::validate::RecordLimits;
+use gpumesh_dht::rules::RecordLimits;
 pub use gpumesh_dht::wire::{HeartbeatRequest, RegisterResponse};
 use gpumesh_dht::{AdmissionToken, DhtError, RejectReason, SignedRecord};
 use reqwest::StatusCode;

@@ -14,7 +14,7 @@ use axum::routing::post;
 use gpumesh_dht::admission::hex_decode;
 use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
 use gpumesh_dht::rules::unix_ms;
-use gpumesh_dht::validate::RecordLimits;
+use gpumesh_dht::rules::RecordLimits;
 use gpumesh_dht::{AdmissionToken, SignedRecord};
 use gpumesh_probe::agent::{key_path, worker_id};
 use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};

@@ -17,9 +17,9 @@ use crate::{
     gossip::GossipMessage,
     keys,
     registry::{HeartbeatOutcome, LeaveReason},
-    rules::unix_ms,
+    rules::{MAX_PROVIDER_ADDRS, unix_ms},
     signed::SignedRecord,
-    validate::{MAX_PROVIDER_ADDRS, RejectReason},
+    validate::RejectReason,
 };
 
 /// Consecutive ping failures after which a peer is dropped from the routing table.

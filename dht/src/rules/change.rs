@@ -4,7 +4,7 @@
 //! record over gossip (and bumps the content seq its heartbeats carry). One rule, so that what
 //! the agent publishes as a change the node announces as one.
 
-use crate::record::{GpuInfo, WorkerRecord};
+use super::record::{GpuInfo, WorkerRecord};
 
 /// The free-VRAM move that counts as material unless the operator sets another (the agent's
 /// `--vram-step-mib`). The DHT node, which does not see that flag, uses this one.

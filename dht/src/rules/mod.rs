@@ -10,6 +10,7 @@
 //! still need libp2p-identity and would make no dependency graph lighter.
 //!
 //! Layout:
+//! - [`record`]: the wire schema ([`record::WorkerRecord`] and its parts).
 //! - [`service`]: [`ServiceName`], the one rule for service names.
 //! - [`limits`]: sizes and counts a record may reach ([`RecordLimits`], the `MAX_*`), and
 //!   [`check_schema`], which applies them.
@@ -22,11 +23,12 @@
 //!   with.
 //!
 //! `service`, `seed` and `clock` depend on nothing else in the crate; `limits`, `stamp` and
-//! `change` read the record schema ([`crate::record`]), which itself only uses `service`.
+//! `change` read the record schema ([`record`]), which itself only uses `service`.
 
 pub mod change;
 pub mod clock;
 pub mod limits;
+pub mod record;
 pub mod seed;
 pub mod service;
 pub mod stamp;

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use super::limits::MAX_RECORD_TTL;
-use crate::record::WorkerRecord;
+use super::record::WorkerRecord;
 
 /// The one TTL rule: a record lives three refresh periods (at most [`MAX_RECORD_TTL`]).
 ///

@@ -82,7 +82,7 @@ impl Outsider {
     /// Dials `addr` (with `/p2p/<id>`), puts it in the kad routing table, and waits until the
     /// identify exchange with it is done.
     pub async fn connect(&mut self, addr: Multiaddr) -> anyhow::Result<PeerId> {
-        let peer = gpumesh_dht::node::peer_of(&addr).context("address without /p2p")?;
+        let peer = gpumesh_dht::rules::peer_of(&addr).context("address without /p2p")?;
         self.swarm
             .behaviour_mut()
             .kad

@@ -16,7 +16,7 @@ use gpumesh_dht::record::WorkerRecord;
 use gpumesh_dht::request;
 use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::signed::{check_gpus, check_schema};
-use gpumesh_dht::validate::RecordLimits;
+use gpumesh_dht::rules::RecordLimits;
 use gpumesh_dht::{RejectReason, SignedRecord};
 use serde::Deserialize;
 use tracing::info;
@@ -137,9 +137,9 @@ fn admitted_record(
                 GatewayError::BadRequest(format!(
                     "invalid record: {reason} (the DHT's limits apply: at most {} GPUs, {} \
                      services, {}-byte text fields)",
-                    gpumesh_dht::validate::MAX_GPUS,
-                    gpumesh_dht::validate::MAX_SERVICES,
-                    gpumesh_dht::validate::MAX_TEXT
+                    gpumesh_dht::rules::MAX_GPUS,
+                    gpumesh_dht::rules::MAX_SERVICES,
+                    gpumesh_dht::rules::MAX_TEXT
                 )),
             )
         })?;
@@ -281,8 +281,8 @@ pub async fn heartbeat(
             check_gpus(gpus).map_err(|reason| {
                 GatewayError::BadRequest(format!(
                     "heartbeat refused: {reason} (at most {} GPUs, {}-byte text fields)",
-                    gpumesh_dht::validate::MAX_GPUS,
-                    gpumesh_dht::validate::MAX_TEXT
+                    gpumesh_dht::rules::MAX_GPUS,
+                    gpumesh_dht::rules::MAX_TEXT
                 ))
             })?;
         }

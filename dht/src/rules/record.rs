@@ -1,11 +1,11 @@
 //! The worker record: what a worker publishes about itself into the DHT.
 //!
-//! These are the plain data types (the schema). Signing, encoding, size caps and validation live
-//! beside them in this crate; the probe fills them in, the gateway reads them.
+//! These are the plain data types: the wire schema, part of the rulebook. Signing and encoding
+//! live in [`crate::signed`]; the probe fills records in, the gateway reads them.
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::ServiceName;
+use super::ServiceName;
 
 /// Lifecycle state a worker announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
