@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 /// With feature `mimalloc`, mimalloc is the process allocator. A forwarded request makes a few
 /// dozen short-lived allocations inside hyper, axum and tokio; the gateway profile
-/// (docs/gateway.md) put glibc's malloc/free at about an eighth of its CPU, and mimalloc's
+/// (docs/benchmarks/gateway.md) put glibc's malloc/free at about an eighth of its CPU, and mimalloc's
 /// thread-local free lists cut the allocator's instructions per request from about 10 k to
 /// 3.3 k. It is off by default because one binary runs every command and mimalloc doubled the
 /// agent's RSS (19.4 → 38.0 MB; anonymous 3.2 → 20.0 MB, measured 2026-11-24) against a 15 MB
@@ -29,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// jemalloc is the process allocator by default (feature `jemalloc`). glibc's malloc kept freed
 /// memory in its arenas: in a 30-minute, 300-worker soak its live heap was flat while RSS grew
 /// about 55–83 MiB/h; jemalloc returns freed pages after its decay time and reports its own
-/// figures, which the soak samples (docs/loadtest.md, the soak results). It costs the agent
+/// figures, which the soak samples (docs/benchmarks/soak.md). It costs the agent
 /// about 2.4 MB of RSS (20.7 → 23.1 MB). `--no-default-features` builds with glibc's malloc.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]

@@ -1,4 +1,4 @@
-//! Operator-signed worker admission (DESIGN.md "Security": keep outsiders out).
+//! Operator-signed worker admission (docs/SECURITY.md: keep outsiders out).
 //!
 //! A network key (pnet) keeps strangers off the wire, but every holder of it is equal. Admission
 //! adds a second, per-worker gate: an operator holds an Ed25519 key, and for each worker it

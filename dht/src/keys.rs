@@ -1,4 +1,4 @@
-//! Protocol names and key namespaces (DESIGN.md "Records and keys").
+//! Protocol names and key namespaces (docs/dht.md, "Namespaces").
 //!
 //! Everything is namespaced under `/gpumesh/`, never the IPFS defaults, so a gpumesh node never
 //! mixes its routing table or store with another network's.

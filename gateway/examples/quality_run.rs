@@ -1,4 +1,4 @@
-//! The quality run (docs/gateway.md, "Quality run"): 8 mock GPU workers of mixed classes, one
+//! The quality run (docs/benchmarks/gateway.md): 8 mock GPU workers of mixed classes, one
 //! of which turns 10× slow for the middle third of the run, behind nginx
 //! (`random two least_conn`) and behind the gateway, each driven by the same open-loop load.
 //!

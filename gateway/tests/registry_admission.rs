@@ -1,4 +1,4 @@
-//! The coordinator registry under operator admission (issue #7): a real gateway enforcing an
+//! The coordinator registry under operator admission: a real gateway enforcing an
 //! operator key on loopback refuses registrations that the DHT's admission gate would refuse
 //! (no token, a token for another peer, expired, another operator, a copied token without the
 //! worker's key: all 403 `not_admitted`), routes to an admitted worker and ends its lease with

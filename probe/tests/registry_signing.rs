@@ -1,4 +1,4 @@
-//! The registry client's side of admission (issue #7): with a signing key, a registration
+//! The registry client's side of admission: with a signing key, a registration
 //! carries `signed_record`, the worker's own signed envelope with its admission token, which a
 //! gateway can verify like a DHT record; a 403 `not_admitted` answer becomes
 //! [`CoordinatorError::NotAdmitted`] (not a token error). A real HTTP server on loopback stands
@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use gpumesh_dht::admission::hex_decode;
 use gpumesh_dht::record::{LoadInfo, WorkerRecord, WorkerState};
-use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::rules::RecordLimits;
+use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::{AdmissionToken, SignedRecord};
 use gpumesh_probe::agent::{key_path, worker_id};
 use gpumesh_probe::coordinator::{Coordinator, CoordinatorError};

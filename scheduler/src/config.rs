@@ -44,7 +44,7 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// gpumesh's settings (see docs/scheduler.md for the measurements behind them).
+    /// gpumesh's settings (docs/routing.md says why; docs/benchmarks/scheduler.md has the measurements).
     pub const GPUMESH: Self = Self {
         decay: Duration::from_secs(10),
         default_rtt: Duration::from_millis(30),

@@ -9,7 +9,7 @@
 //! c = the worker's batch slots (published max concurrency)
 //! ```
 //!
-//! Why each part (measurements in docs/scheduler.md):
+//! Why each part (measurements in docs/benchmarks/scheduler.md):
 //! - `L × (q + 1)` is Finagle's peak-EWMA cost; with `L ≈ 1/μ` it is shortest expected
 //!   delay. Dividing by `c` and flooring at 1 makes it SED for a multi-slot GPU: a request
 //!   that finds a free slot waits for nothing, one behind `q − c + 1` others waits that many
