@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use gpumesh_dht::{
-    RejectReason, SignedRecord, WorkerRecord, keys, rules::unix_ms, rules::RecordLimits,
+    RejectReason, SignedRecord, WorkerRecord, keys, rules::RecordLimits, rules::unix_ms,
 };
 use libp2p::{identity::Keypair, kad::RecordKey};
 use support::{EVENTUALLY, Testnet, TestnetConfig, wait_until};

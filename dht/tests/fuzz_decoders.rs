@@ -19,8 +19,8 @@ use gpumesh_dht::{
     keys::{self, MAX_KEY_BYTES, ParsedKey},
     record::{GpuInfo, LoadInfo, WorkerState},
     request,
-    signed::{RECORD_DOMAIN, RECORD_PAYLOAD_TYPE},
     rules::{MAX_GPUS, MAX_SERVICES, MAX_URL, RecordLimits},
+    signed::{RECORD_DOMAIN, RECORD_PAYLOAD_TYPE},
     wire::{BootstrapResponse, HeartbeatRequest, RegisterResponse, Seed},
 };
 use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair, kad::RecordKey};

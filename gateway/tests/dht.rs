@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::rules::RecordLimits;
 use gpumesh_dht::rules::unix_ms;
 use gpumesh_dht::signed::SignedRecord;
-use gpumesh_dht::rules::RecordLimits;
 use gpumesh_dht::{DhtHandle, NodeConfig, Role, Timings};
 use gpumesh_gateway::Config;
 use gpumesh_gateway::api::types::{BootstrapResponse, WorkersResponse};
