@@ -47,11 +47,9 @@ fn short(peer: &PeerId) -> String {
     s[s.len().saturating_sub(6)..].to_owned()
 }
 
-/// Starts a node on the current tokio runtime. It runs until `shutdown` is cancelled (or
-/// [`DhtHandle::shutdown`] is called). Configuration is validated and the listeners are open
-/// before this returns.
-pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandle, DhtError> {
-    config.validate()?;
+/// The node's keypair from its configured identity, warning when the configured admission
+/// token names another peer.
+fn node_key(config: &NodeConfig) -> Result<Keypair, DhtError> {
     let key = match &config.identity {
         Identity::File(path) => load_or_create_keypair(path)?,
         Identity::Key(k) => k.clone(),
@@ -65,7 +63,16 @@ pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandl
                 "the admission token is for another peer; enforcing nodes will refuse this node");
         }
     }
-    let mut swarm = build_swarm(&config, &key)?;
+    Ok(key)
+}
+
+/// Builds the swarm, opens its listeners, adds its external addresses and, for roles that
+/// follow load, subscribes to the load topic (returned for later publishing).
+fn open_swarm(
+    config: &NodeConfig,
+    key: &Keypair,
+) -> Result<(Swarm<Behaviour>, IdentTopic), DhtError> {
+    let mut swarm = build_swarm(config, key)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -82,6 +89,16 @@ pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandl
             .subscribe(&topic)
             .map_err(|e| DhtError::Config(format!("subscribe: {e}")))?;
     }
+    Ok((swarm, topic))
+}
+
+/// Starts a node on the current tokio runtime. It runs until `shutdown` is cancelled (or
+/// [`DhtHandle::shutdown`] is called). Configuration is validated and the listeners are open
+/// before this returns.
+pub fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<DhtHandle, DhtError> {
+    config.validate()?;
+    let key = node_key(&config)?;
+    let (swarm, topic) = open_swarm(&config, &key)?;
     let (tx, rx) = mpsc::channel(config.channel_capacity);
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let metrics = config.metrics.clone();

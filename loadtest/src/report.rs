@@ -117,8 +117,18 @@ impl Report {
     /// The markdown summary.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let l = |k: &str| self.latency_ms.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(s, "# gpumesh loadtest: `{}`\n", self.scenario);
+        self.write_figures(&mut s);
+        self.write_errors(&mut s);
+        self.write_soak(&mut s);
+        self.write_traffic_by_profile(&mut s);
+        s
+    }
+
+    /// The headline table: one row per figure, with the restart and chaos rows only for the
+    /// scenarios that measure them.
+    fn write_figures(&self, s: &mut String) {
+        let l = |k: &str| self.latency_ms.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(s, "| figure | value |\n|---|---|");
         let mut row = |k: &str, v: String| {
             let _ = writeln!(s, "| {k} | {v} |");
@@ -163,30 +173,8 @@ impl Report {
             "DHT messages/s at the gateway",
             format!("{:.1}", self.dht_messages_per_s),
         );
-        if let Some(v) = self.view_recovery_s {
-            let how = match self.view_file {
-                Some(true) => " (saved view reloaded)",
-                Some(false) => " (no saved view)",
-                None => "",
-            };
-            row("view recovery after restart", format!("{v:.2} s{how}"));
-        }
-        if let Some(c) = &self.chaos {
-            let f = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3} s"));
-            row(
-                "killed workers: traffic after first failure, p50 / max",
-                format!(
-                    "{} / {} ({} of {} killed saw a failure)",
-                    f(c.traffic_stop_p50_s),
-                    f(c.traffic_stop_max_s),
-                    c.killed_with_failures,
-                    c.killed
-                ),
-            );
-            row(
-                "killed workers out of the online view",
-                f(c.out_of_online_view_s),
-            );
+        for (k, v) in self.restart_and_chaos_rows() {
+            row(k, v);
         }
         row(
             "failures without the JSON error body",
@@ -204,12 +192,52 @@ impl Report {
                 self.machine.cores, self.machine.loadavg
             ),
         );
+    }
+
+    /// Rows of the headline table that only `gateway-restart` and `chaos` runs have, in
+    /// table order.
+    fn restart_and_chaos_rows(&self) -> Vec<(&'static str, String)> {
+        let mut rows = Vec::new();
+        if let Some(v) = self.view_recovery_s {
+            let how = match self.view_file {
+                Some(true) => " (saved view reloaded)",
+                Some(false) => " (no saved view)",
+                None => "",
+            };
+            rows.push(("view recovery after restart", format!("{v:.2} s{how}")));
+        }
+        if let Some(c) = &self.chaos {
+            let f = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3} s"));
+            rows.push((
+                "killed workers: traffic after first failure, p50 / max",
+                format!(
+                    "{} / {} ({} of {} killed saw a failure)",
+                    f(c.traffic_stop_p50_s),
+                    f(c.traffic_stop_max_s),
+                    c.killed_with_failures,
+                    c.killed
+                ),
+            ));
+            rows.push((
+                "killed workers out of the online view",
+                f(c.out_of_online_view_s),
+            ));
+        }
+        rows
+    }
+
+    /// The failures-by-error-code table, when there were failures.
+    fn write_errors(&self, s: &mut String) {
         if !self.errors.is_empty() {
             let _ = writeln!(s, "\n## Errors\n\n| code | count |\n|---|---|");
             for (k, v) in &self.errors {
                 let _ = writeln!(s, "| `{k}` | {v} |");
             }
         }
+    }
+
+    /// The soak section: each resource series with its trend, when the run was a soak.
+    fn write_soak(&self, s: &mut String) {
         if let Some(soak) = &self.soak {
             let _ = writeln!(
                 s,
@@ -232,6 +260,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// The table comparing each GPU profile's traffic share with its capacity share.
+    fn write_traffic_by_profile(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "\n## Traffic vs capacity by GPU\n\n| profile | workers | capacity share | traffic share |\n|---|---|---|---|"
@@ -243,7 +275,6 @@ impl Report {
                 p.profile, p.workers, p.capacity_share, p.traffic_share
             );
         }
-        s
     }
 
     /// Writes `path` (JSON), `path` with `.md`, and `path` with `.svg`; returns the paths.

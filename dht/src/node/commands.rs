@@ -208,17 +208,7 @@ impl EventLoop {
         };
         // A newer record supersedes any pending retry of the old one.
         self.put_retry_at = None;
-        let services: std::collections::BTreeSet<String> =
-            template.services.iter().map(ToString::to_string).collect();
-        let old: Vec<String> = self.provided.difference(&services).cloned().collect();
-        for s in old {
-            self.unprovide(&s);
-        }
-        for s in &services {
-            if !self.provided.contains(s) {
-                let _ = self.provide(s);
-            }
-        }
+        self.sync_provided(&template);
         let key = keys::worker_key(&self.local_peer());
         let mut record = kad::Record::new(key, signed.bytes.clone());
         record.expires = Some(Instant::now() + ttl);
@@ -255,6 +245,22 @@ impl EventLoop {
             self.announce_due = true;
             self.last_announce = Instant::now() - Duration::from_secs(3600);
             self.retry_announce();
+        }
+    }
+
+    /// Makes the services this node provides match `template`'s: stops providing the ones it
+    /// no longer lists and starts providing the new ones.
+    fn sync_provided(&mut self, template: &WorkerRecord) {
+        let services: std::collections::BTreeSet<String> =
+            template.services.iter().map(ToString::to_string).collect();
+        let old: Vec<String> = self.provided.difference(&services).cloned().collect();
+        for s in old {
+            self.unprovide(&s);
+        }
+        for s in &services {
+            if !self.provided.contains(s) {
+                let _ = self.provide(s);
+            }
         }
     }
 

@@ -111,18 +111,7 @@ impl EventLoop {
         step: ProgressStep,
     ) {
         let Some(mut pending) = self.queries.remove(&id) else {
-            if let QueryResult::Bootstrap(r) = &result
-                && step.last
-            {
-                let outcome = if r.is_ok() { "ok" } else { "error" };
-                self.metrics
-                    .bootstraps
-                    .get_or_create(&crate::metrics::LookupLabels {
-                        kind: "bootstrap",
-                        outcome,
-                    })
-                    .inc();
-            }
+            self.count_bootstrap(&result, &step);
             return;
         };
         let mut finished = step.last;
@@ -156,25 +145,8 @@ impl EventLoop {
                 QueryResult::GetRecord(r),
             ) => match r {
                 Ok(GetRecordOk::FoundRecord(pr)) => {
-                    let key = keys::worker_key(target);
-                    match SignedRecord::verify(
-                        &pr.record.value,
-                        Some(&key),
-                        &self.config.sizing.limits,
-                        unix_ms(),
-                    )
-                    .and_then(|sr| self.admit(&sr).map(|()| sr))
-                    {
-                        Ok(sr) => {
-                            *answers += 1;
-                            if best.as_ref().is_none_or(|b| b.record.seq < sr.record.seq) {
-                                *best = Some(sr);
-                            }
-                            if *answers >= GET_RECORD_ANSWERS {
-                                finished = true;
-                            }
-                        }
-                        Err(reason) => self.metrics.reject("record", reason),
+                    if self.take_record_answer(target, best, answers, &pr.record.value) {
+                        finished = true;
                     }
                 }
                 Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
@@ -204,6 +176,50 @@ impl EventLoop {
             self.complete(pending, outcome);
         } else {
             self.queries.insert(id, pending);
+        }
+    }
+
+    /// Counts a finished bootstrap (a query not tracked in `queries`) in the metrics.
+    fn count_bootstrap(&self, result: &QueryResult, step: &ProgressStep) {
+        if let QueryResult::Bootstrap(r) = result
+            && step.last
+        {
+            let outcome = if r.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .bootstraps
+                .get_or_create(&crate::metrics::LookupLabels {
+                    kind: "bootstrap",
+                    outcome,
+                })
+                .inc();
+        }
+    }
+
+    /// Takes one `GetRecord` answer for `target`'s record: a valid, admitted one counts and
+    /// replaces `best` if newer; an invalid one is counted as rejected. Returns whether enough
+    /// answers are in to stop the query.
+    fn take_record_answer(
+        &mut self,
+        target: &PeerId,
+        best: &mut Option<SignedRecord>,
+        answers: &mut usize,
+        value: &[u8],
+    ) -> bool {
+        let key = keys::worker_key(target);
+        match SignedRecord::verify(value, Some(&key), &self.config.sizing.limits, unix_ms())
+            .and_then(|sr| self.admit(&sr).map(|()| sr))
+        {
+            Ok(sr) => {
+                *answers += 1;
+                if best.as_ref().is_none_or(|b| b.record.seq < sr.record.seq) {
+                    *best = Some(sr);
+                }
+                *answers >= GET_RECORD_ANSWERS
+            }
+            Err(reason) => {
+                self.metrics.reject("record", reason);
+                false
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The event loop: Poisson arrivals, gateways running [`Scheduler`]s, workers with slots and
 //! FIFO queues, published load, timeouts, and the scenario's disturbances.
 
-use std::cmp::Ordering;
+mod event;
+
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 
+use self::event::{Event, Timed};
 use super::dist::ServiceDist;
 use super::scenario::BASE_SERVICE_S;
 use crate::policy::PolicyKind;
@@ -71,42 +73,6 @@ pub struct RunOutput {
     /// Mean requests per worker (serving + queued) across the fleet, sampled whenever a
     /// joiner received a request in its first 5 s: the joiner's fair share.
     pub fair_in_system: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Event {
-    Arrival,
-    Done { worker: u32, req: u32, ok: bool },
-    Timeout { req: u32 },
-    Publish { worker: u32 },
-    Join { worker: u32 },
-    Speed { worker: u32, factor: f64 },
-    Fail { worker: u32 },
-}
-
-#[derive(Debug)]
-struct Timed {
-    at: f64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timed {
-    // Min-heap on (time, sequence).
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.at.total_cmp(&self.at).then(o.seq.cmp(&self.seq))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::engine::{RunOutput, RunSpec};
+use super::engine::{RequestRecord, RunOutput, RunSpec};
 use super::scenario::{BASE_SERVICE_S, Scenario};
 use crate::policy::PolicyKind;
 
@@ -80,6 +80,32 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[idx]
 }
 
+/// Per GPU class: its share of `recs` (the requests after warm-up) divided by its share of
+/// the fleet's capacity (Σ speed × slots), so 1.0 means traffic in proportion to capacity.
+fn traffic_vs_capacity(spec: &RunSpec, recs: &[RequestRecord]) -> BTreeMap<String, f64> {
+    let mut traffic: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
+    for &(model, speed, slots) in &spec.fleet {
+        *capacity.entry(model).or_default() += speed * f64::from(slots);
+        traffic.entry(model).or_default();
+    }
+    let mut sent = 0.0;
+    for r in recs {
+        if let Some(&(model, _, _)) = spec.fleet.get(r.worker as usize) {
+            *traffic.entry(model).or_default() += 1.0;
+            sent += 1.0;
+        }
+    }
+    let cap_total: f64 = capacity.values().sum();
+    capacity
+        .iter()
+        .map(|(&m, &c)| {
+            let t = traffic.get(m).copied().unwrap_or(0.0) / f64::max(sent, 1.0);
+            (m.to_owned(), t / (c / cap_total))
+        })
+        .collect()
+}
+
 /// Figures of one run.
 pub fn summarise(
     scenario: Scenario,
@@ -108,28 +134,7 @@ pub fn summarise(
         .fold(0.0, f64::max);
     let total = recs.len() as u64;
 
-    // Traffic vs capacity per GPU class (after warm-up).
-    let mut traffic: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
-    for &(model, speed, slots) in &spec.fleet {
-        *capacity.entry(model).or_default() += speed * f64::from(slots);
-        traffic.entry(model).or_default();
-    }
-    let mut sent = 0.0;
-    for r in &recs[skip..] {
-        if let Some(&(model, _, _)) = spec.fleet.get(r.worker as usize) {
-            *traffic.entry(model).or_default() += 1.0;
-            sent += 1.0;
-        }
-    }
-    let cap_total: f64 = capacity.values().sum();
-    let traffic_vs_capacity = capacity
-        .iter()
-        .map(|(&m, &c)| {
-            let t = traffic.get(m).copied().unwrap_or(0.0) / f64::max(sent, 1.0);
-            (m.to_owned(), t / (c / cap_total))
-        })
-        .collect();
+    let traffic_vs_capacity = traffic_vs_capacity(spec, &recs[skip..]);
 
     let mut result = PolicyResult {
         policy: kind.name().to_owned(),
