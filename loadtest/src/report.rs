@@ -1,4 +1,4 @@
-//! The run report: JSON (the machine-readable contract of issue 6), a markdown sibling and an
+//! The run report: JSON (a machine-readable contract other tools read), a markdown sibling and an
 //! SVG chart of throughput and latency over time (plotters).
 
 use std::collections::BTreeMap;
