@@ -3,7 +3,7 @@
 //! LLM decode is memory-bandwidth bound, so the factors start from datasheet memory
 //! bandwidth relative to the H100 SXM (3.35 TB/s): A100 80GB 2.04 TB/s (0.61), RTX 3090
 //! 0.94 TB/s (0.28), T4 0.32 TB/s (0.096), with a small uplift for the compute-bound
-//! prefill phase, rounded to the figures issue 2 names (A100 0.6, RTX 3090 0.35, T4 0.12).
+//! prefill phase, rounded to round figures (A100 0.6, RTX 3090 0.35, T4 0.12).
 //! They are priors: the scheduler's latency estimate corrects them per worker.
 
 /// Speed assumed for a GPU model not in the table (a mid-range card).

@@ -328,7 +328,7 @@ impl ScenarioReport {
         s
     }
 
-    /// The machine-readable object on one line (see issue 2's contract), fields in
+    /// The machine-readable object on one line (a contract other tools read), fields in
     /// declaration order.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
