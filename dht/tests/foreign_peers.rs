@@ -12,7 +12,6 @@ use std::time::Duration;
 use gpumesh_dht::keys;
 use libp2p::kad::Mode;
 use outsider::Outsider;
-use support::{EVENTUALLY, Testnet, TestnetConfig, wait_until};
 
 /// What js-libp2p announces by default.
 const JS_PROTOCOL_VERSION: &str = "ipfs/0.1.0";
@@ -20,15 +19,7 @@ const JS_PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_with_another_protocol_version_reads_records() -> anyhow::Result<()> {
     support::init_tracing();
-    let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
-    let worker = net.add_worker().await?;
-    let gateway = net.gateways[0].clone();
-    assert!(
-        wait_until(EVENTUALLY, || gateway
-            .registry()
-            .contains(&worker.peer_id()))
-        .await
-    );
+    let (net, _gateway, worker) = support::gateway_with_worker().await?;
 
     let mut reader = Outsider::new(JS_PROTOCOL_VERSION, "/gpumesh/kad/1.0.0", Mode::Client)?;
     let gw = reader.connect(net.seeds[0].clone()).await?;
@@ -55,15 +46,7 @@ async fn peer_with_another_protocol_version_reads_records() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_of_another_kad_network_stays_out() -> anyhow::Result<()> {
     support::init_tracing();
-    let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
-    let worker = net.add_worker().await?;
-    let gateway = net.gateways[0].clone();
-    assert!(
-        wait_until(EVENTUALLY, || gateway
-            .registry()
-            .contains(&worker.peer_id()))
-        .await
-    );
+    let (net, gateway, worker) = support::gateway_with_worker().await?;
 
     // A reachable server of the IPFS DHT, and one that even announces our protocol version:
     // neither speaks our kad protocol, so neither may enter the routing table.

@@ -13,7 +13,6 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use anyhow::Context;
 use gpumesh_dht::keys;
 use serde_json::Value;
-use support::{EVENTUALLY, Testnet, TestnetConfig, wait_until};
 
 /// Service shards of the test network (`TestnetConfig::default`).
 const SHARDS: u32 = 8;
@@ -48,15 +47,7 @@ async fn js_libp2p_reads_records_and_providers() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let mut net = Testnet::with_gateways(TestnetConfig::default(), 1).await?;
-    let worker = net.add_worker().await?;
-    let gateway = net.gateways[0].clone();
-    assert!(
-        wait_until(EVENTUALLY, || gateway
-            .registry()
-            .contains(&worker.peer_id()))
-        .await
-    );
+    let (net, gateway, worker) = support::gateway_with_worker().await?;
     // Both provider announcements (CID and legacy key) have reached the gateway.
     let mut stored = 0;
     for _ in 0..100 {

@@ -111,6 +111,24 @@ async fn status_400_bad_requirement_header_and_bad_service_name() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// The same bad service name gets the rulebook's one message on the request path and in a
+/// registration (the agent's flags and the DHT apply the same rule).
+#[tokio::test]
+async fn an_upper_case_service_gets_the_rulebook_message_at_every_http_edge() {
+    let (app, _) = app_with(config());
+    let rule = gpumesh_dht::ServiceName::parse("OCR")
+        .unwrap_err()
+        .to_string();
+    let (status, err) = error_of(&app, get("/api/service/OCR/x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err.message.contains(&rule), "request path: {}", err.message);
+    let mut body = serde_json::to_value(record("w1", "ocr", "http://127.0.0.1:9")).unwrap();
+    body["services"] = serde_json::json!(["OCR"]);
+    let (status, err) = error_of(&app, register_req(Some(TOKEN), body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err.message.contains(&rule), "registry: {}", err.message);
+}
+
 #[tokio::test]
 async fn status_401_403_registry_auth() {
     let (app, _) = app_with(config());
