@@ -46,7 +46,7 @@ async fn peer_with_another_protocol_version_reads_records() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_of_another_kad_network_stays_out() -> anyhow::Result<()> {
     support::init_tracing();
-    let (net, gateway, worker) = support::gateway_with_worker().await?;
+    let (net, gateway, _worker) = support::gateway_with_worker().await?;
 
     // A reachable server of the IPFS DHT, and one that even announces our protocol version:
     // neither speaks our kad protocol, so neither may enter the routing table.
