@@ -46,8 +46,8 @@ enum Command {
     /// One process: a gateway (also the DHT seed) and N simulated GPU workers.
     #[cfg(feature = "loadtest")]
     Demo(demo::Args),
-    /// The HTTP gateway and a DHT server node.
-    Gateway(gateway::Args),
+    /// The HTTP gateway and a DHT server node (boxed: its flag set is large).
+    Gateway(Box<gateway::Args>),
     /// The worker agent: probe, DHT publication, coordinator fallback, drain.
     Agent(agent::Args),
     /// Discrete-event comparison of selection policies.
@@ -84,7 +84,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         #[cfg(feature = "loadtest")]
         Command::Demo(args) => demo::run(args),
-        Command::Gateway(args) => gateway::run(args),
+        Command::Gateway(args) => gateway::run(*args),
         Command::Agent(args) => agent::run(args),
         #[cfg(feature = "loadtest")]
         Command::Sim(args) => sim::run(args),
