@@ -77,18 +77,6 @@ pub struct Config {
 /// The smallest `--max-header-bytes` hyper accepts (its minimum read buffer).
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Splits a seed multiaddr `/…/p2p/<peer id>` into `(peer id, multiaddr)`.
-pub fn parse_seed(addr: &str) -> Option<(String, String)> {
-    let addr = addr.trim();
-    if !addr.starts_with('/') {
-        return None;
-    }
-    let (_, peer) = addr.rsplit_once("/p2p/")?;
-    let valid =
-        !peer.is_empty() && peer.len() <= 128 && peer.bytes().all(|b| b.is_ascii_alphanumeric());
-    valid.then(|| (peer.to_owned(), addr.to_owned()))
-}
-
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let token = self.registry_token.as_ref().map(|_| "<redacted>");
@@ -191,8 +179,8 @@ impl Config {
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for seed in &self.seeds {
-            let parsed = seed.parse::<Multiaddr>().is_ok();
-            if !parsed || parse_seed(seed).is_none() {
+            // The rulebook's one seed parser, as the agent and the DHT node use it.
+            if gpumesh_dht::rules::parse_seed(seed).is_err() {
                 return Err(ConfigError::BadSeed(seed.clone()));
             }
         }

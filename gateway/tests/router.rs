@@ -304,7 +304,10 @@ async fn status_413_body_limits() {
 async fn status_429_bootstrap_rate_limit_with_retry_after() {
     let (app, _) = app_with(Config {
         bootstrap_rate_per_min: 2,
-        seeds: vec!["/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWseed".into()],
+        seeds: vec![
+            "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+                .into(),
+        ],
         ..config()
     });
     for _ in 0..2 {
@@ -318,7 +321,11 @@ async fn status_429_bootstrap_rate_limit_with_retry_after() {
                 b.seeds[0].peer_id.as_str(),
                 b.seeds[0].role.as_str()
             ),
-            (1, "12D3KooWseed", "seed")
+            (
+                1,
+                "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+                "seed"
+            )
         );
     }
     let resp = app

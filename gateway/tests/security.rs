@@ -146,7 +146,10 @@ async fn registry_rate_limit_holds_before_the_token_and_ignores_forwarding_heade
 async fn bootstrap_rate_limit_ignores_forwarding_headers() {
     let gw = start_gateway(Config {
         bootstrap_rate_per_min: 2,
-        seeds: vec!["/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWseed".into()],
+        seeds: vec![
+            "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+                .into(),
+        ],
         ..config()
     })
     .await;

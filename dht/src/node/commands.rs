@@ -345,29 +345,27 @@ impl EventLoop {
         self.registry.remove(&me, LeaveReason::Withdrawn, None);
     }
 
-    /// Provides `service` under every key of this worker's shard ([`keys::provider_keys`]: the
-    /// CID key, and the legacy string key while older gateways may still look there).
+    /// Provides `service` under this worker's shard's CID key ([`keys::provider_key`]; readers
+    /// still look under the legacy key for older agents, see [`keys::LEGACY_PROVIDER_KEYS_UNTIL`]).
     fn provide(&mut self, service: &str) -> Result<(), DhtError> {
         ServiceName::parse(service)?;
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
-        for key in keys::provider_keys(service, shard) {
-            match self.swarm.behaviour_mut().kad.start_providing(key) {
-                Ok(id) => self.track(id, PendingKind::Provide),
-                Err(e) => {
-                    self.unprovide(service);
-                    return Err(DhtError::Query(format!("local store: {e:?}")));
-                }
-            }
-        }
+        let key = keys::provider_key(service, shard);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(key)
+            .map_err(|e| DhtError::Query(format!("local store: {e:?}")))?;
+        self.track(id, PendingKind::Provide);
         self.provided.insert(service.to_owned());
         Ok(())
     }
 
     fn unprovide(&mut self, service: &str) {
         let shard = keys::shard_of(&self.local_peer(), self.config.sizing.service_shards);
-        for key in keys::provider_keys(service, shard) {
-            self.swarm.behaviour_mut().kad.stop_providing(&key);
-        }
+        let key = keys::provider_key(service, shard);
+        self.swarm.behaviour_mut().kad.stop_providing(&key);
         self.provided.remove(service);
     }
 

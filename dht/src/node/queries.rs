@@ -304,10 +304,10 @@ impl EventLoop {
         let job = self.next_job;
         self.next_job += 1;
         // Every key of every shard (the CID key and, during the compatibility window, the
-        // legacy string key): the providers found under each are merged.
+        // legacy string key older agents provide under): the providers found are merged.
         let mut outstanding = 0;
         for shard in 0..self.config.sizing.service_shards {
-            for key in keys::provider_keys(&service, shard) {
+            for key in keys::lookup_keys(&service, shard) {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.track(
                     id,

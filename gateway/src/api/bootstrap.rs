@@ -11,7 +11,6 @@ use axum::response::Response;
 
 use super::types::{BootstrapResponse, Seed};
 use super::{AppState, ClientAddr, json, rate_limit};
-use crate::config::parse_seed;
 use crate::error::GatewayError;
 use crate::metrics::OutcomeLabels;
 
@@ -84,7 +83,7 @@ pub fn seeds(state: &AppState) -> BootstrapResponse {
         }
     }
     let mut configured: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (peer, addr) in state.config.seeds.iter().filter_map(|s| parse_seed(s)) {
+    for (peer, addr) in state.config.seeds.iter().filter_map(|s| seed_parts(s)) {
         if snapshot.peer_id.as_deref() != Some(peer.as_str()) {
             configured.entry(peer).or_default().push(addr);
         }
@@ -102,25 +101,13 @@ pub fn seeds(state: &AppState) -> BootstrapResponse {
 }
 
 /// A listen address someone else could dial (not `0.0.0.0` / `::`).
-fn dialable(addr: &str) -> bool {
-    !(addr.starts_with("/ip4/0.0.0.0/") || addr.starts_with("/ip6/::/"))
+/// A configured seed as `(peer id, multiaddr)` strings, by the rulebook's seed parser (seeds
+/// were checked with it when the configuration was validated).
+pub(crate) fn seed_parts(seed: &str) -> Option<(String, String)> {
+    let (peer, addr) = gpumesh_dht::rules::parse_seed(seed).ok()?;
+    Some((peer.to_base58(), addr.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeds_need_a_peer_id() {
-        assert_eq!(
-            parse_seed("/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWabc"),
-            Some((
-                "12D3KooWabc".into(),
-                "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWabc".into()
-            ))
-        );
-        assert_eq!(parse_seed("/ip4/203.0.113.5/tcp/4001"), None);
-        assert_eq!(parse_seed("ip4/1.2.3.4/p2p/x"), None);
-        assert_eq!(parse_seed("/dns4/seed.example/tcp/4001/p2p/"), None);
-    }
+fn dialable(addr: &str) -> bool {
+    !(addr.starts_with("/ip4/0.0.0.0/") || addr.starts_with("/ip6/::/"))
 }

@@ -6,9 +6,9 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::Response;
 
+use super::bootstrap::seed_parts;
 use super::types::{TopologyEdge, TopologyNode, TopologyResponse, WorkersResponse};
 use super::{AppState, PathParam, json};
-use crate::config::parse_seed;
 use crate::directory::state_name;
 use crate::error::GatewayError;
 
@@ -53,7 +53,7 @@ pub async fn topology(State(state): State<AppState>) -> Response {
         load: None,
     }];
     let mut seen: BTreeSet<String> = BTreeSet::from([me.clone()]);
-    for (peer, _) in state.config.seeds.iter().filter_map(|s| parse_seed(s)) {
+    for (peer, _) in state.config.seeds.iter().filter_map(|s| seed_parts(s)) {
         if seen.insert(peer.clone()) {
             nodes.push(TopologyNode {
                 id: peer,
