@@ -51,7 +51,8 @@ const SHA2_256_MULTIHASH_BYTES: usize = 34;
 /// inbound ADD_PROVIDER under a legacy key is still accepted. Publishing under both keys as
 /// well would cost every agent a second ADD_PROVIDER (and its closest-peers query) per service
 /// per refresh, which on a gateway serving 500 agents raised its DHT messages by a quarter
-/// and the load test's p99 by about 1.5×, for readers that no longer exist.
+/// and the load test's p99 by about 1.5×, for readers that no production component has
+/// (only `find_workers`, which queries both keys).
 pub const LEGACY_PROVIDER_KEYS_UNTIL: &str = "0.3.0";
 
 /// The CID of one shard of a service's index: CIDv1, codec raw, over the sha2-256 multihash of

@@ -110,6 +110,8 @@ struct Attempts {
     unreachable: Option<(GatewayError, Source)>,
     /// Whether a connection that broke before any answer may be retried.
     resend_after_break: bool,
+    /// When the gateway received the request (each attempt's latency runs from here).
+    started: Instant,
 }
 
 /// What to do after one attempt failed.
@@ -211,6 +213,7 @@ impl Forwarder {
             // Read before the headers move: whether a connection that broke before any
             // answer may be retried on another worker (the request may have reached it).
             resend_after_break: retry::resend_after_break(&req.method, &req.headers),
+            started: req.started,
         };
         let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
         loop {
@@ -260,15 +263,7 @@ impl Forwarder {
                 Ok(Err(e)) => Some(e),
             };
             let replayable = matches!(body, OutBody::Replayable(_));
-            match self.judge(
-                directory,
-                service,
-                &picked,
-                failure,
-                replayable,
-                &mut tries,
-                req.started,
-            ) {
+            match self.judge(directory, service, &picked, failure, replayable, &mut tries) {
                 Next::Retry => {}
                 Next::Fail(failed) => return Err(failed),
             }
@@ -337,7 +332,6 @@ impl Forwarder {
     /// After an attempt failed (`failure`: the client's error; `None`: no response headers
     /// within the upstream timeout): ends the pick and decides whether another worker gets
     /// the request.
-    #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
         directory: &Directory,
@@ -346,8 +340,8 @@ impl Forwarder {
         failure: Option<hyper_util::client::legacy::Error>,
         replayable: bool,
         tries: &mut Attempts,
-        started: Instant,
     ) -> Next {
+        let started = tries.started;
         let err = match failure {
             None => GatewayError::WorkerTimeout {
                 worker: picked.id.to_string(),
