@@ -18,6 +18,9 @@ use crate::{NoEligible, Requirements};
 /// Share of its capacity a worker is sampled with right after joining.
 pub const SLOW_START_FLOOR: f64 = 0.3;
 
+/// What a client is told to wait when every worker that fits is distrusted.
+const DISTRUST_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Random draws per wanted candidate before falling back to a scan.
 const TRIES_PER_CANDIDATE: usize = 8;
 
@@ -62,6 +65,7 @@ impl<'a> Candidates<'a> {
             && e.view.state == WorkerState::Online
             && e.view.healthy
             && !e.ejection.is_ejected(self.now)
+            && !e.trust.is_distrusted(&self.cfg.trust)
             && e.matches_hardware(self.req)
     }
 
@@ -158,17 +162,18 @@ impl<'a> Candidates<'a> {
         seen.min(k)
     }
 
-    /// Capacity, ramped up over the slow-start window after a worker joins (Envoy's
+    /// Capacity × trust, ramped up over the slow-start window after a worker joins (Envoy's
     /// `slow_start_config`): from [`SLOW_START_FLOOR`] of it at once to all of it at the end.
     #[inline]
     fn sampling_weight(&self, slot: u32) -> f64 {
         let e = self.worker(slot);
+        let full = e.capacity() * e.trust.score;
         let window = self.cfg.slow_start.as_secs_f64();
         let age = self.now.saturating_sub(e.added_at()).as_secs_f64();
         if window <= 0.0 || age >= window {
-            return e.capacity();
+            return full;
         }
-        e.capacity() * (SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * age / window)
+        full * (SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * age / window)
     }
 
     /// One random eligible slot.
@@ -252,6 +257,12 @@ impl<'a> Candidates<'a> {
                 WorkerState::Draining => draining += 1,
                 WorkerState::Joining => joining += 1,
                 WorkerState::Online if !e.view.healthy => unhealthy += 1,
+                WorkerState::Online if e.trust.is_distrusted(&self.cfg.trust) => {
+                    // A distrusted worker comes back when a canary passes; canaries go out
+                    // within the re-probe interval.
+                    let u = self.now + DISTRUST_RETRY_AFTER;
+                    ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));
+                }
                 WorkerState::Online => {
                     if let Some(u) = e.ejection.until().filter(|&u| u > self.now) {
                         ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::ejection::EjectionConfig;
+use crate::trust::TrustConfig;
 
 /// Where an idle worker's latency estimate decays to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct SchedulerConfig {
     /// Slow start: a new worker's sampling weight ramps from 30% to 100% of its capacity
     /// over this window (capacity-weighted policies only; zero disables).
     pub slow_start: Duration,
+    /// How trust in a worker's answers moves ([`crate::trust`]).
+    pub trust: TrustConfig,
 }
 
 impl SchedulerConfig {
@@ -61,6 +64,7 @@ impl SchedulerConfig {
             max_unreachable_share: 0.5,
         },
         slow_start: Duration::from_secs(10),
+        trust: TrustConfig::DEFAULT,
     };
 
     /// tower / linkerd2-proxy's `PeakEwma` as deployed: default RTT 30 ms, decay 10 s,
@@ -75,6 +79,7 @@ impl SchedulerConfig {
         load_age_tau: Duration::from_secs(2),
         ejection: EjectionConfig::DISABLED,
         slow_start: Duration::ZERO,
+        trust: TrustConfig::OFF,
     };
 }
 

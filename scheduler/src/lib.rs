@@ -14,6 +14,7 @@
 //! - [`error`]: [`InvalidRequirements`] and [`NoEligible`].
 //! - [`ewma`]: the peak-EWMA latency estimate (Finagle, tower, linkerd2-proxy).
 //! - [`ejection`]: outlier ejection with backoff.
+//! - [`trust`]: trust in a worker's answers, from checks and serving.
 //! - [`config`]: [`SchedulerConfig`] (gpumesh's settings and tower's).
 //! - `table`: worker slots, id map and per-service index.
 //! - [`candidates`]: the eligible set of one pick; allocation-free sampling and scans.
@@ -34,6 +35,7 @@ pub mod scheduler;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod table;
+pub mod trust;
 pub mod worker;
 
 pub use candidates::Candidates;
@@ -44,4 +46,5 @@ pub use policy::{Policy, PolicyKind};
 pub use requirements::Requirements;
 pub use scheduler::{Outcome, Pick, Scheduler, WorkerSnapshot};
 pub use table::{WorkerEntry, WorkerKey};
+pub use trust::{Evidence, TrustConfig, TrustState};
 pub use worker::{Gpu, PublishedLoad, WorkerState, WorkerView};

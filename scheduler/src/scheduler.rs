@@ -8,6 +8,7 @@ use crate::candidates::Candidates;
 use crate::config::SchedulerConfig;
 use crate::policy::{Policy, PolicyKind};
 use crate::table::{Table, WorkerKey};
+use crate::trust::{Evidence, TrustState};
 use crate::worker::{PublishedLoad, WorkerState, WorkerView};
 use crate::{NoEligible, Requirements};
 
@@ -61,6 +62,18 @@ pub struct WorkerSnapshot {
     pub failures: u64,
     /// Seconds until its ejection ends, if ejected.
     pub ejected_for_s: Option<f64>,
+    /// Trust in its answers, 0 to 1 (see [`crate::trust`]).
+    pub trust: f64,
+    /// Checks it passed.
+    pub verified: u32,
+    /// Below the trust floor: no real traffic until a check passes.
+    pub distrusted: bool,
+    /// The weight it is sampled with now (capacity × trust × slow start).
+    pub weight: f64,
+    /// Batch slots this scheduler believes it has.
+    pub slots_learned: u32,
+    /// Speed observed from its latency (1.0 = one H100), once there are samples.
+    pub speed_observed: Option<f64>,
 }
 
 /// Pure worker selection: a worker table plus a [`Policy`] (gpumesh's by default).
@@ -128,7 +141,8 @@ impl Scheduler {
     /// Adds a worker or replaces its view (a newer record); live figures survive a replace.
     pub fn upsert_worker(&mut self, view: WorkerView, now: Duration) -> WorkerKey {
         let seed = self.seed_for(view.effective_speed());
-        self.table.upsert(view, now, seed)
+        let trust = TrustState::new(&self.cfg.trust);
+        self.table.upsert(view, now, seed, trust)
     }
 
     /// Replaces a worker's published load (a load heartbeat); `false` if unknown.
@@ -189,6 +203,56 @@ impl Scheduler {
     /// This scheduler's in-flight count for a worker.
     pub fn in_flight(&self, key: WorkerKey) -> Option<u32> {
         self.table.get_key(key).map(|e| e.in_flight)
+    }
+
+    /// Feeds one piece of evidence about a worker's answers; the new trust (`None`: stale key).
+    pub fn on_evidence(
+        &mut self,
+        key: WorkerKey,
+        evidence: Evidence,
+        _now: Duration,
+    ) -> Option<TrustState> {
+        let cfg = self.cfg.trust;
+        let e = self.table.entry_mut_by_key(key)?;
+        e.trust.on_evidence(evidence, &cfg);
+        Some(e.trust)
+    }
+
+    /// A worker's trust.
+    pub fn trust(&self, key: WorkerKey) -> Option<TrustState> {
+        self.table.get_key(key).map(|e| e.trust)
+    }
+
+    /// Puts back the trust a restarted gateway saved (call after
+    /// [`upsert_worker`](Self::upsert_worker)); `false` if the id is unknown.
+    pub fn restore_trust(&mut self, id: &str, state: TrustState) -> bool {
+        match self.table.entry_mut_by_id(id) {
+            Some(e) => {
+                e.trust = state.sanitized();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a worker is below the trust floor (no real traffic); `None`: stale key.
+    pub fn is_distrusted(&self, key: WorkerKey) -> Option<bool> {
+        self.table
+            .get_key(key)
+            .map(|e| e.trust.is_distrusted(&self.cfg.trust))
+    }
+
+    /// A pick of this very worker (a canary or a cross-check), counted in flight like
+    /// [`pick`](Self::pick) and finished the same way. Eligibility is not checked on purpose:
+    /// a distrusted worker is checked so that it has a way back. `None`: stale key.
+    pub fn pick_worker(&mut self, key: WorkerKey, now: Duration) -> Option<Pick> {
+        let e = self.table.entry_mut_by_key(key)?;
+        e.in_flight = e.in_flight.saturating_add(1);
+        e.picks += 1;
+        Some(Pick {
+            key,
+            started_at: now,
+        })
     }
 
     /// Chooses a worker for `req` and counts the request as in flight to it. No allocation
@@ -280,6 +344,7 @@ impl Scheduler {
         match outcome {
             Outcome::Success => {
                 e.successes += 1;
+                e.trust.on_success(&cfg.trust);
                 e.ejection.on_success();
                 observe(&mut e.latency, latency, now, &cfg, rest);
                 // The fleet figure averages the workers' *estimates* (per unit speed), not raw
@@ -366,6 +431,12 @@ impl Scheduler {
                         .until()
                         .filter(|&u| u > now)
                         .map(|u| (u - now).as_secs_f64()),
+                    trust: e.trust.score,
+                    verified: e.trust.verified,
+                    distrusted: e.trust.is_distrusted(&self.cfg.trust),
+                    weight: e.capacity() * e.trust.score,
+                    slots_learned: e.slots(),
+                    speed_observed: None,
                 }
             })
             .collect()

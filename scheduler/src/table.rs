@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::ejection::Ejection;
 use crate::ewma::PeakEwma;
 use crate::gpu::contains_ignore_ascii_case;
+use crate::trust::TrustState;
 use crate::worker::{PublishedLoad, WorkerView};
 
 /// A cheap handle to a worker in one [`crate::Scheduler`]: a slot plus a generation, so a
@@ -38,6 +39,7 @@ pub struct WorkerEntry {
     pub(crate) successes: u64,
     pub(crate) failures: u64,
     pub(crate) added_at: Duration,
+    pub(crate) trust: TrustState,
 }
 
 impl WorkerEntry {
@@ -81,6 +83,10 @@ impl WorkerEntry {
     /// Failure record.
     pub fn ejection(&self) -> &Ejection {
         &self.ejection
+    }
+    /// Trust in its answers.
+    pub fn trust(&self) -> &TrustState {
+        &self.trust
     }
 
     /// Static filters: hardware, model, tags. No allocation.
@@ -175,7 +181,13 @@ impl Table {
     }
 
     /// Inserts or replaces a worker's view; live figures survive a replace.
-    pub(crate) fn upsert(&mut self, view: WorkerView, now: Duration, seed: Duration) -> WorkerKey {
+    pub(crate) fn upsert(
+        &mut self,
+        view: WorkerView,
+        now: Duration,
+        seed: Duration,
+        trust: TrustState,
+    ) -> WorkerKey {
         let speed = view.effective_speed();
         let vram = view.max_free_vram_mib();
         if let Some(&slot) = self.ids.get(&view.id) {
@@ -220,6 +232,7 @@ impl Table {
             successes: 0,
             failures: 0,
             added_at: now,
+            trust,
         });
         self.link(slot, &services);
         self.len += 1;
@@ -236,6 +249,11 @@ impl Table {
         }
         self.raise_max_capacity(slot);
         true
+    }
+
+    pub(crate) fn entry_mut_by_id(&mut self, id: &str) -> Option<&mut WorkerEntry> {
+        let slot = *self.ids.get(id)?;
+        self.entries[slot as usize].as_mut()
     }
 
     pub(crate) fn view_mut(&mut self, id: &str) -> Option<&mut WorkerView> {
