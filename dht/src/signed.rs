@@ -17,7 +17,7 @@ use crate::{
     admission::{self, AdmissionToken},
     keys::{self, ParsedKey},
     record::WorkerRecord,
-    rules::RecordLimits,
+    rules::{RecordLimits, check_claims},
     validate::RejectReason,
 };
 
@@ -92,7 +92,8 @@ impl SignedRecord {
     }
 
     /// Decodes and verifies a value. With `key`, the key must be the worker key of the signer.
-    /// Checks size, envelope, signature, signer, times and schema (not `seq`: that needs state).
+    /// Checks size, envelope, signature, signer, times, schema and plausible claims (not
+    /// `seq`: that needs state).
     pub fn verify(
         bytes: &[u8],
         key: Option<&RecordKey>,
@@ -130,6 +131,11 @@ impl SignedRecord {
         }
         check_times(&record, limits, now_ms)?;
         check_schema(&record)?;
+        if let Err(claim) = check_claims(&record, &limits.claims) {
+            // Metrics count one reason for every implausible claim; the log says which.
+            tracing::debug!(peer = %signer, %claim, kind = claim.label(), "implausible record");
+            return Err(claim.into());
+        }
         Ok(Self {
             peer_id: signer,
             record,

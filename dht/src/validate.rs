@@ -34,6 +34,11 @@ pub enum RejectReason {
     /// The record parses but breaks the schema (lengths, counts, names).
     #[error("schema violation")]
     Schema,
+    /// The record claims hardware that cannot exist
+    /// ([`crate::rules::check_claims`]: a known GPU with more VRAM than its class ships with,
+    /// more free VRAM than total, too many GPUs).
+    #[error("implausible claims")]
+    Implausible,
     /// A provider record names too many addresses.
     #[error("too many provider addresses")]
     TooManyAddresses,
@@ -59,9 +64,18 @@ impl RejectReason {
             Self::BadTimes => "bad_times",
             Self::StaleSeq => "stale_seq",
             Self::Schema => "schema",
+            Self::Implausible => "implausible",
             Self::TooManyAddresses => "too_many_addresses",
             Self::StoreFull => "store_full",
             Self::NotAdmitted => "not_admitted",
         }
+    }
+}
+
+/// Every implausible claim is one reason here, so that metric labels stay few;
+/// [`crate::signed::SignedRecord::verify`] logs which claim it was.
+impl From<crate::rules::Implausible> for RejectReason {
+    fn from(_: crate::rules::Implausible) -> Self {
+        Self::Implausible
     }
 }

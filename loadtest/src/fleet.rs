@@ -222,6 +222,7 @@ impl Fleet {
             max_queue: 256,
             report_url: Some(format!("http://127.0.0.1:{report_port}/load")),
             report_every: c.load_every,
+            claim_slots: None,
         }
     }
 

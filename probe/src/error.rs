@@ -13,7 +13,7 @@ pub enum ProbeError {
     Nvml(String),
     /// `--gpu-profile` named neither a built-in profile nor a readable file.
     #[error(
-        "unknown GPU profile `{0}` (built-in: h100x2, a100, rtx3090, t4; or a path to a .toml file)"
+        "unknown GPU profile `{0}` (built-in: h100x2, h200x8, a100, rtx3090, t4; or a path to a .toml file)"
     )]
     UnknownProfile(String),
     /// A profile file could not be read.

@@ -2,6 +2,13 @@
 //! the mock next to the agent in this process, as its upstream, reporting load to the agent's
 //! load endpoint the way a real inference server would; `--mock-only` runs the mock alone.
 //! The agent library knows nothing of the mock.
+//!
+//! Failure modes switch at run time: `POST /admin/fault` on the mock with `{"mode":"none"}`,
+//! `{"mode":"slow","factor":5}`, `{"mode":"error"}`, `{"mode":"hang"}`, `{"mode":"crash"}`, or
+//! one of the liars: `{"mode":"garbage"}` (instant, well-formed, wrong answers),
+//! `{"mode":"black_hole"}` (reads the request, never answers) and
+//! `{"mode":"tarpit","byte_every_ms":1000}` (200 at once, then one body byte a second).
+//! `--mock-claim-slots` makes it lie about its capacity from the start.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -42,6 +49,10 @@ pub struct MockFlags {
     /// Mock speed relative to one A100 (default: from --gpu-profile, else 1).
     #[arg(long, env = "GPUMESH_MOCK_SPEED")]
     mock_speed: Option<f64>,
+    /// The concurrency the mock reports to the agent (default: --mock-slots); a larger number
+    /// is a lie about capacity, for trying the gateway's defences.
+    #[arg(long, env = "GPUMESH_MOCK_CLAIM_SLOTS")]
+    mock_claim_slots: Option<u32>,
 }
 
 impl MockFlags {
@@ -57,6 +68,7 @@ impl MockFlags {
             per_kib_ms: self.mock_per_kib_ms,
             max_queue: self.mock_max_queue,
             report_url,
+            claim_slots: self.mock_claim_slots,
             ..MockServiceConfig::default()
         }
     }

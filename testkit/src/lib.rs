@@ -9,11 +9,13 @@
 //!
 //! Layout:
 //! - [`mock`]: the mock GPU inference service ([`MockService`], [`MockServiceConfig`],
-//!   [`Fault`]).
+//!   [`Fault`]) and its checkable answers ([`answer_for`], [`embedding_for`]).
 //! - [`error`]: [`MockError`], why a mock service could not start or restart.
 
 pub mod error;
 pub mod mock;
 
 pub use error::MockError;
-pub use mock::{Fault, MockService, MockServiceConfig, MockState};
+pub use mock::{
+    EMBEDDING_DIM, Fault, MockService, MockServiceConfig, MockState, answer_for, embedding_for,
+};

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::plausible::ClaimLimits;
 use crate::{
     record::{GpuInfo, WorkerRecord},
     validate::RejectReason,
@@ -40,6 +41,9 @@ pub struct RecordLimits {
     pub max_ttl: Duration,
     /// Allowed clock skew for `issued_at` in the future.
     pub max_skew: Duration,
+    /// What a record may claim about its hardware ([`super::check_claims`]); a record that
+    /// claims the impossible is refused like one that breaks the schema.
+    pub claims: ClaimLimits,
 }
 
 impl Default for RecordLimits {
@@ -48,6 +52,7 @@ impl Default for RecordLimits {
             max_value_bytes: 4096,
             max_ttl: MAX_RECORD_TTL,
             max_skew: Duration::from_secs(60),
+            claims: ClaimLimits::default(),
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`service`]: [`ServiceName`], the one rule for service names.
 //! - [`limits`]: sizes and counts a record may reach ([`RecordLimits`], the `MAX_*`), and
 //!   [`check_schema`], which applies them.
+//! - [`plausible`]: what a record may claim about its hardware and load: refusals
+//!   ([`check_claims`]) and clamps ([`clamp_claims`], [`clamp_load`]) under [`ClaimLimits`].
 //! - [`stamp`]: who stamps `seq` and expiry ([`Stamper`]), and the one TTL rule
 //!   ([`record_ttl`]).
 //! - [`change`]: when a record changed enough to be published again
@@ -22,12 +24,13 @@
 //! - [`clock`]: the one wall clock (ms since the Unix epoch) records are stamped and checked
 //!   with.
 //!
-//! `service`, `seed` and `clock` depend on nothing else in the crate; `limits`, `stamp` and
-//! `change` read the record schema ([`record`]), which itself only uses `service`.
+//! `service`, `seed` and `clock` depend on nothing else in the crate; `limits`, `plausible`,
+//! `stamp` and `change` read the record schema ([`record`]), which itself only uses `service`.
 
 pub mod change;
 pub mod clock;
 pub mod limits;
+pub mod plausible;
 pub mod record;
 pub mod seed;
 pub mod service;
@@ -38,6 +41,10 @@ pub use clock::unix_ms;
 pub use limits::{
     MAX_GPUS, MAX_ID_LEN, MAX_PROVIDER_ADDRS, MAX_RECORD_TTL, MAX_SERVICE_BYTES, MAX_SERVICES,
     MAX_TEXT, MAX_URL, RecordLimits, check_gpus, check_schema,
+};
+pub use plausible::{
+    ClaimLimits, Clamp, GPU_CLASSES, GpuClass, Implausible, check_claims, clamp_claims, clamp_load,
+    gpu_class,
 };
 pub use seed::{InvalidSeed, parse_seed, peer_of};
 pub use service::{InvalidServiceName, ServiceName};

@@ -12,9 +12,12 @@ use crate::error::ProbeError;
 /// A built-in profile: (name, model, count, VRAM MiB, power limit W, relative speed per GPU).
 type Profile = (&'static str, &'static str, u32, u64, f32, f64);
 
-/// The built-in profiles. Speed is relative to one A100 (used by the mock service).
+/// The built-in profiles. Speed is relative to one A100 (used by the mock service). VRAM is
+/// what NVML reports for the card (a little under the size it is sold with). `h200x8` is the
+/// biggest machine a volunteer could plausibly have, the hardware a liar would claim.
 pub const PROFILES: &[(&str, &str, u32, u64, f32, f64)] = &[
     ("h100x2", "NVIDIA H100 80GB HBM3", 2, 81_559, 700.0, 2.0),
+    ("h200x8", "NVIDIA H200", 8, 143_771, 700.0, 2.5),
     ("a100", "NVIDIA A100-SXM4-40GB", 1, 40_960, 400.0, 1.0),
     ("rtx3090", "NVIDIA GeForce RTX 3090", 1, 24_576, 350.0, 0.6),
     ("t4", "Tesla T4", 1, 15_360, 70.0, 0.25),
@@ -223,9 +226,53 @@ mod tests {
     }
 
     #[test]
-    fn unknown_profile_is_an_error() {
+    fn unknown_profile_is_an_error_that_lists_every_builtin() {
         let e = FakeGpus::from_profile("gtx480", 0).unwrap_err();
         assert!(matches!(e, ProbeError::UnknownProfile(_)), "{e}");
+        for p in PROFILES {
+            assert!(e.to_string().contains(p.0), "{e} lacks {}", p.0);
+        }
+    }
+
+    #[test]
+    fn h200x8_is_eight_h200s_the_rulebook_believes() {
+        let f = FakeGpus::from_profile("h200x8", 9).unwrap();
+        let gpus = f.sample().unwrap();
+        assert_eq!(gpus.len(), 8);
+        assert!(
+            gpus.iter()
+                .all(|g| g.model == "NVIDIA H200" && g.vram_total_mib == 143_771)
+        );
+        let uuids: std::collections::HashSet<_> = gpus.iter().map(|g| &g.uuid).collect();
+        assert_eq!(uuids.len(), 8);
+        assert_eq!(f.speed(), 20.0);
+        let mut record = gpumesh_dht::WorkerRecord::new(Vec::new(), "https://w.example.org");
+        record.gpus = gpus;
+        record.tunnel_url = format!("https://{}.example.org", "w".repeat(60));
+        record.agent_version = "0.1.0".into();
+        // Eight GPUs with every figure known still fit in a signed record, and pass the
+        // rulebook's plausibility check that signing applies.
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let now = gpumesh_dht::rules::unix_ms();
+        (record.issued_at_ms, record.expires_at_ms) = (now, now + 60_000);
+        let limits = gpumesh_dht::rules::RecordLimits::default();
+        let signed = gpumesh_dht::SignedRecord::sign(&key, record, &limits, now);
+        assert!(signed.is_ok(), "{signed:?}");
+    }
+
+    #[test]
+    fn every_builtin_profile_makes_plausible_claims() {
+        for p in PROFILES {
+            let mut record = gpumesh_dht::WorkerRecord::new(Vec::new(), "https://w.example.org");
+            record.gpus = FakeGpus::from_profile(p.0, 1).unwrap().sample().unwrap();
+            let limits = gpumesh_dht::rules::ClaimLimits::default();
+            assert_eq!(
+                gpumesh_dht::rules::check_claims(&record, &limits),
+                Ok(()),
+                "{}",
+                p.0
+            );
+        }
     }
 
     #[test]

@@ -4,11 +4,19 @@
 //! rest wait in FIFO order (up to `max_queue`, then 503); each request takes
 //! `(base_ms + per_kib_ms × KiB) / speed` where `speed` is relative to one A100. Failure modes
 //! are switched at run time through `POST /admin/fault` (see [`Fault`]). It reports its
-//! in-flight and queue depth to the agent's load endpoint like a real service would.
+//! in-flight and queue depth to the agent's load endpoint like a real service would, and may
+//! lie about its slots ([`MockServiceConfig::claim_slots`]).
+//!
+//! Every answer is checkable: a work response is JSON with `answer` ([`answer_for`] the
+//! request body) and `embedding` ([`embedding_for`]), beside figures that differ per worker
+//! (`bytes`, `service_ms`, `queued_ms`). Cross-checks compare `/answer`, not whole bodies.
 //!
 //! HTTP surface: any path not below is a work request (e.g. `POST /api/service/ocr/run`);
-//! `GET /health`; `GET /load` (a [`LoadInfo`]); `GET /admin/state`; `POST /admin/fault`.
+//! `GET /health`; `GET /load` (a [`LoadInfo`], with the claimed slots); `GET /admin/state`
+//! (the true figures); `POST /admin/fault` (a [`Fault`] as JSON, e.g. `{"mode":"garbage"}`).
 
+mod answer;
+mod liar;
 mod server;
 
 use std::net::SocketAddr;
@@ -17,6 +25,7 @@ use std::time::Duration;
 use gpumesh_dht::record::LoadInfo;
 use serde::{Deserialize, Serialize};
 
+pub use answer::{EMBEDDING_DIM, answer_for, embedding_for};
 pub use server::MockService;
 
 /// A failure mode of the mock service.
@@ -35,11 +44,29 @@ pub enum Fault {
     Error,
     /// Requests take a slot and never answer.
     Hang,
+    /// The fast wrong liar: every request is answered at once (no slot, no service time)
+    /// with a well-formed response whose `answer` and `embedding` are wrong.
+    Garbage,
+    /// Requests are accepted and their bodies read, then nothing is ever sent: no status, no
+    /// headers; the connection stays open until the client gives up. Takes no slot, so the
+    /// reported load stays low (the liar looks idle).
+    BlackHole,
+    /// Status 200 and headers at once, then one byte of body every `byte_every_ms` (JSON
+    /// whitespace, then the real answer after [`TARPIT_SPAN`]): a head-only deadline passes, a
+    /// whole-response deadline does not. Takes no slot.
+    Tarpit {
+        /// Milliseconds between body bytes (0 counts as 1).
+        byte_every_ms: u64,
+    },
     /// The server stops: the listener closes, open connections drop without an answer (as
     /// when the machine dies), reports stop. Only
     /// [`MockService::set_fault`] (in-process) brings it back.
     Crash,
 }
+
+/// How long a [`Fault::Tarpit`] drips before it sends the answer: far beyond any deadline a
+/// gateway would set, yet finite so a forgotten client does not hold a task forever.
+pub const TARPIT_SPAN: Duration = Duration::from_secs(3600);
 
 /// Configuration of a mock service.
 #[derive(Debug, Clone)]
@@ -60,6 +87,10 @@ pub struct MockServiceConfig {
     pub report_url: Option<String>,
     /// Reports are sent on every change (at most every 50 ms) and at least this often.
     pub report_every: Duration,
+    /// The `max_concurrency` the service reports (`/load` and the agent reports); `None`
+    /// reports the real `slots`. A value other than `slots` is a lie, the way a volunteer's
+    /// record may overstate its capacity.
+    pub claim_slots: Option<u32>,
 }
 
 impl Default for MockServiceConfig {
@@ -73,6 +104,7 @@ impl Default for MockServiceConfig {
             max_queue: 64,
             report_url: None,
             report_every: Duration::from_secs(2),
+            claim_slots: None,
         }
     }
 }
@@ -110,7 +142,7 @@ impl MockServiceConfig {
 /// What `GET /admin/state` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MockState {
-    /// Current load.
+    /// Current load, with the real slots as `max_concurrency` (not the claim).
     pub load: LoadInfo,
     /// Current failure mode.
     pub fault: Fault,
@@ -151,5 +183,11 @@ mod tests {
         assert_eq!(f, Fault::Slow { factor: 3.0 });
         let f: Fault = serde_json::from_str(r#"{"mode":"hang"}"#).unwrap();
         assert_eq!(f, Fault::Hang);
+        let f: Fault = serde_json::from_str(r#"{"mode":"garbage"}"#).unwrap();
+        assert_eq!(f, Fault::Garbage);
+        let f: Fault = serde_json::from_str(r#"{"mode":"black_hole"}"#).unwrap();
+        assert_eq!(f, Fault::BlackHole);
+        let f: Fault = serde_json::from_str(r#"{"mode":"tarpit","byte_every_ms":250}"#).unwrap();
+        assert_eq!(f, Fault::Tarpit { byte_every_ms: 250 });
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Fault, MockServiceConfig, MockState};
+use super::{Fault, MockServiceConfig, MockState, liar};
 use crate::error::MockError;
 
 /// State shared by handlers, the reporter and the handle.
@@ -50,11 +50,19 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+    /// The true load.
     fn load(&self) -> LoadInfo {
         LoadInfo {
             in_flight: self.in_flight.load(Ordering::SeqCst),
             queue_depth: self.queued.load(Ordering::SeqCst),
             max_concurrency: self.cfg.slots,
+        }
+    }
+    /// The load as the service tells it (`/load`, reports): the claimed slots.
+    fn reported(&self) -> LoadInfo {
+        LoadInfo {
+            max_concurrency: self.cfg.claim_slots.unwrap_or(self.cfg.slots),
+            ..self.load()
         }
     }
     fn state(&self) -> MockState {
@@ -134,7 +142,7 @@ impl MockService {
         format!("http://{}", self.addr)
     }
 
-    /// The current load.
+    /// The current load, with the real slots (what `/load` reports may claim others).
     pub fn load(&self) -> LoadInfo {
         self.shared.load()
     }
@@ -245,7 +253,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn load(State(s): State<Arc<Shared>>) -> Json<LoadInfo> {
-    Json(s.load())
+    Json(s.reported())
 }
 
 async fn state(State(s): State<Arc<Shared>>) -> Json<MockState> {
@@ -277,8 +285,18 @@ async fn work(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     if !s.accepting.load(Ordering::SeqCst) {
         return fail(&s, StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    if s.fault() == Fault::Error {
-        return fail(&s, StatusCode::INTERNAL_SERVER_ERROR, "injected error");
+    match s.fault() {
+        Fault::Error => return fail(&s, StatusCode::INTERNAL_SERVER_ERROR, "injected error"),
+        Fault::BlackHole => return liar::black_hole(life).await,
+        Fault::Garbage => {
+            s.served.fetch_add(1, Ordering::SeqCst);
+            return liar::garbage(&body);
+        }
+        Fault::Tarpit { byte_every_ms } => {
+            s.served.fetch_add(1, Ordering::SeqCst);
+            return liar::tarpit(&body, byte_every_ms);
+        }
+        Fault::None | Fault::Slow { .. } | Fault::Hang | Fault::Crash => {}
     }
     let arrived = Instant::now();
     let queued = Counted::new(&s.queued, &s.changed);
@@ -309,12 +327,7 @@ async fn work(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         () = life.cancelled() => return fail(&s, StatusCode::BAD_GATEWAY, "crashed"),
     }
     s.served.fetch_add(1, Ordering::SeqCst);
-    Json(json!({
-        "bytes": body.len(),
-        "service_ms": took.as_millis() as u64,
-        "queued_ms": queued_ms,
-    }))
-    .into_response()
+    Json(liar::honest(&body, took.as_millis() as u64, queued_ms)).into_response()
 }
 
 /// Posts the load to the agent on every change (coalesced over 50 ms) and at least every
@@ -335,7 +348,7 @@ async fn report(s: Arc<Shared>, life: CancellationToken) {
         }
     };
     loop {
-        let load = s.load();
+        let load = s.reported();
         match client.post(&url).json(&load).send().await {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => debug!(status = %r.status(), "load report refused"),
