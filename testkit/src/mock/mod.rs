@@ -148,6 +148,9 @@ pub struct MockState {
     pub fault: Fault,
     /// Requests answered 200 so far.
     pub served: u64,
+    /// Work requests received so far, whatever became of them (answered, refused, never
+    /// answered): what the gateway sent here.
+    pub received: u64,
     /// Requests refused or failed so far.
     pub failed: u64,
     /// Whether new work is accepted (false once draining).

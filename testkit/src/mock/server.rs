@@ -32,6 +32,7 @@ struct Shared {
     in_flight: AtomicU32,
     queued: AtomicU32,
     served: AtomicU64,
+    received: AtomicU64,
     failed: AtomicU64,
     accepting: AtomicBool,
     fault: Mutex<Fault>,
@@ -70,6 +71,7 @@ impl Shared {
             load: self.load(),
             fault: self.fault(),
             served: self.served.load(Ordering::SeqCst),
+            received: self.received.load(Ordering::SeqCst),
             failed: self.failed.load(Ordering::SeqCst),
             accepting: self.accepting.load(Ordering::SeqCst),
         }
@@ -120,6 +122,7 @@ impl MockService {
             in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             fault: Mutex::new(Fault::None),
@@ -281,6 +284,7 @@ fn fail(s: &Shared, status: StatusCode, msg: &str) -> Response {
 }
 
 async fn work(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    s.received.fetch_add(1, Ordering::SeqCst);
     let life = s.life();
     if !s.accepting.load(Ordering::SeqCst) {
         return fail(&s, StatusCode::SERVICE_UNAVAILABLE, "draining");
