@@ -6,7 +6,7 @@
 //! by re-joining under the same id. Departed workers' states are kept up to
 //! [`REMEMBERED`]; the view file saves them with the live ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,11 @@ impl Directory {
                 })
             })
             .collect()
+    }
+
+    /// The handles of every worker in the table.
+    pub fn check_keys(&self) -> HashSet<WorkerKey> {
+        self.lock().live().map(|w| w.key).collect()
     }
 
     /// Worker `id`'s trust, live or remembered.

@@ -181,6 +181,11 @@ impl Forwarder {
         self.client.request(request).await
     }
 
+    /// The response deadline requests run under.
+    pub fn response_deadline(&self) -> Duration {
+        self.response_deadline
+    }
+
     /// Where every request is counted.
     pub fn requests(&self) -> &RequestMetrics {
         &self.requests
@@ -455,7 +460,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// `{tunnel_url}/{path}?{query}`, keeping the tunnel URL's own base path. The base URL was
 /// parsed and checked once, when the record arrived.
-fn upstream_uri(picked: &Picked, path: &str, query: Option<&str>) -> Result<Uri, ()> {
+pub(crate) fn upstream_uri(picked: &Picked, path: &str, query: Option<&str>) -> Result<Uri, ()> {
     let base = picked.url.as_str().trim_end_matches('/');
     let len = base.len() + 2 + path.len() + query.map_or(0, str::len);
     let mut s = String::with_capacity(len);
