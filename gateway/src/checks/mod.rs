@@ -27,6 +27,8 @@ pub use answer::{Check, MAX_REGEX_BYTES, compare_value};
 pub const MAX_SHARE: f64 = 0.01;
 /// A cross-checked service's share when the file names none.
 pub const DEFAULT_SHARE: f64 = 0.005;
+/// The longest canary deadline accepted.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 /// A canary's deadline when the file names none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -209,9 +211,13 @@ fn canary(c: CanarySpec, n: usize) -> Result<Canary, String> {
     }
     let deadline = match c.deadline.as_deref() {
         None => DEFAULT_DEADLINE,
-        Some(d) => parse_duration(d).ok_or_else(|| {
-            format!("deadline {d:?} is not a duration such as \"500ms\", \"5s\" or \"2m\"")
-        })?,
+        Some(d) => parse_duration(d)
+            .filter(|d| *d <= MAX_DEADLINE)
+            .ok_or_else(|| {
+                format!(
+                    "deadline {d:?} is not a duration of at most an hour such as \"500ms\", \"5s\" or \"2m\""
+                )
+            })?,
     };
     Ok(Canary {
         name: c.name.unwrap_or_else(|| format!("{service}-{n}")),
@@ -243,18 +249,21 @@ fn deterministic_entry(d: &DeterministicSpec) -> Result<Deterministic, String> {
     })
 }
 
-/// `"500ms"`, `"5s"`, `"2m"`: a positive duration of at most an hour.
-fn parse_duration(s: &str) -> Option<Duration> {
+/// `"500ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of seconds: a positive duration (the
+/// canary file's deadlines and the gateway's deadline flags).
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
     let n: u64 = number.parse().ok()?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
+        "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     };
-    (!d.is_zero() && d <= Duration::from_secs(3600)).then_some(d)
+    (!d.is_zero()).then_some(d)
 }
 
 #[cfg(test)]
