@@ -97,13 +97,19 @@ fn api_view(
     let log = table.attempts.get(&w.id).unwrap_or_default();
     let state = table.scheduler.trust(w.key);
     let snapshot = figures.get(&*w.id);
+    let distrusted = table.scheduler.is_distrusted(w.key).unwrap_or(false);
     let trust = TrustView {
         score: state.map_or(0.0, |t| t.score),
         verified: state.map_or(0, |t| t.verified),
         failed: state.map_or(0, |t| t.failed),
-        distrusted: table.scheduler.is_distrusted(w.key).unwrap_or(false),
+        distrusted,
         reason: w.reason.clone(),
-        weight: snapshot.map_or(0.0, |s| s.weight),
+        // A distrusted worker is not eligible at all: it is never sampled, whatever its weight.
+        weight: if distrusted {
+            0.0
+        } else {
+            snapshot.map_or(0.0, |s| s.weight)
+        },
         slots_learned: snapshot.map_or(0, |s| s.slots_learned),
     };
     worker::api_view(w, in_flight, log, trust, now)
