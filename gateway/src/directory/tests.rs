@@ -373,7 +373,9 @@ fn trust_outlives_the_entry_and_saved_trust_returns_on_arrival() {
     join("liar");
     let key = d.check_targets("ocr")[0].key;
     let reason = Some("canary failed: x".to_owned());
-    let after = d.evidence(key, Evidence::CanaryFailed, reason, now).unwrap();
+    let after = d
+        .evidence(key, Evidence::CanaryFailed, reason, now)
+        .unwrap();
     assert!(d.check_targets("ocr")[0].distrusted);
     d.apply(
         Change::Remove {
@@ -385,7 +387,10 @@ fn trust_outlives_the_entry_and_saved_trust_returns_on_arrival() {
     .unwrap();
     assert_eq!(d.trust_of("liar"), Some(after), "remembered after it left");
     join("liar");
-    assert!(d.check_targets("ocr")[0].distrusted, "still distrusted on return");
+    assert!(
+        d.check_targets("ocr")[0].distrusted,
+        "still distrusted on return"
+    );
 
     let saved = TrustState {
         score: 0.95,
@@ -396,5 +401,9 @@ fn trust_outlives_the_entry_and_saved_trust_returns_on_arrival() {
     join("later");
     let later = d.view("later", now).unwrap();
     assert_eq!((later.trust.score, later.trust.verified), (0.95, 7));
-    assert!(d.trust_states().iter().any(|(id, t)| id == "liar" && t.failed == 1));
+    assert!(
+        d.trust_states()
+            .iter()
+            .any(|(id, t)| id == "liar" && t.failed == 1)
+    );
 }

@@ -100,9 +100,10 @@ pub(super) struct Tee {
 impl Tee {
     /// Starts copying an answer of `declared` bytes; `None` when it would be too large.
     pub(super) fn start(draft: Draft, declared: Option<u64>) -> Option<Self> {
+        // An empty answer has nothing to compare.
         let len = usize::try_from(declared?)
             .ok()
-            .filter(|&n| n <= TEE_LIMIT)?;
+            .filter(|&n| n > 0 && n <= TEE_LIMIT)?;
         Some(Self {
             draft,
             buf: Vec::with_capacity(len),

@@ -80,8 +80,10 @@ impl Verifier {
                 if checked.in_flight {
                     continue;
                 }
+                // Never checked by this gateway: a newcomer, or a worker whose trust was put
+                // back after a restart (only a distrusted one needs a canary at once).
                 let due = match checked.last {
-                    None => t.trust.verified == 0 && t.trust.failed == 0,
+                    None => (t.trust.verified == 0 && t.trust.failed == 0) || t.distrusted,
                     Some(last) => t.distrusted && now.duration_since(last) >= RECHECK_DISTRUSTED,
                 };
                 if due && rates.take(now) {
