@@ -37,15 +37,32 @@ enum Kind {
 
 /// A worker answering as `kind`; counts the requests that are not canaries.
 async fn worker(kind: Kind) -> (SocketAddr, Arc<AtomicUsize>, CancellationToken) {
+    let (addr, real, _, stop) = counted_worker(kind).await;
+    (addr, real, stop)
+}
+
+/// A worker answering as `kind`; counts real requests and canaries apart.
+async fn counted_worker(
+    kind: Kind,
+) -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    CancellationToken,
+) {
     let real = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&real);
+    let canaries = Arc::new(AtomicUsize::new(0));
+    let (real_n, canary_n) = (Arc::clone(&real), Arc::clone(&canaries));
     let app = Router::new().fallback(move |req: Request| {
-        let counter = Arc::clone(&counter);
+        let (real_n, canary_n) = (Arc::clone(&real_n), Arc::clone(&canary_n));
         async move {
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            if body.as_ref() != CANARY_BODY.as_bytes() {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
+            let counter = if body.as_ref() == CANARY_BODY.as_bytes() {
+                canary_n
+            } else {
+                real_n
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
             answer(kind, &body)
         }
     });
@@ -58,7 +75,7 @@ async fn worker(kind: Kind) -> (SocketAddr, Arc<AtomicUsize>, CancellationToken)
             .with_graceful_shutdown(token.cancelled_owned())
             .await;
     });
-    (addr, real, stop)
+    (addr, real, canaries, stop)
 }
 
 fn answer(kind: Kind, body: &[u8]) -> Response<Body> {
@@ -297,6 +314,44 @@ async fn a_garbage_worker_is_distrusted_by_a_canary_and_loses_its_traffic() {
         .find(|n| n["id"] == "liar")
         .unwrap();
     assert_eq!(liar_node["distrusted"], true);
+}
+
+/// A serving worker gets random canaries, but no more than 1 % of the real requests (plus
+/// the one it got on joining).
+#[tokio::test]
+async fn serving_workers_get_canaries_within_one_percent_of_real_traffic() {
+    let (addr, real, canaries, _stop) = counted_worker(Kind::Honest).await;
+    let gw = start_gateway(Config {
+        checks: canary_plan(),
+        ..config()
+    })
+    .await;
+    add(&gw, "honest", addr);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            canaries.load(Ordering::SeqCst) == 1
+        })
+        .await,
+        "a canary soon after joining"
+    );
+    let http = client();
+    for i in 0..500 {
+        let resp = http
+            .post(gw.url("/api/service/ocr/run"))
+            .body(format!("request {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(real.load(Ordering::SeqCst), 500);
+    let sent = canaries.load(Ordering::SeqCst);
+    assert!(
+        (2..=6).contains(&sent),
+        "1 on joining + at most 5 for 500 requests: {sent}"
+    );
+    assert!(view(&gw, "honest").await.trust.verified >= 2);
 }
 
 /// Among three workers of a deterministic service, one answering wrong is found by

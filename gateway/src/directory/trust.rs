@@ -81,18 +81,19 @@ impl Directory {
         reason: Option<String>,
         now: Instant,
     ) -> Option<TrustState> {
-        self.metrics
-            .trust_evidence
-            .get_or_create(&KindLabels {
-                kind: evidence.label().to_owned(),
-            })
-            .inc();
         let mut table = self.lock();
         let clock = table.clock(now);
         let state = table.scheduler.on_evidence(key, evidence, clock)?;
         if let (Some(w), Some(reason)) = (table.worker_mut(key), reason) {
             w.reason = Some(reason);
         }
+        drop(table);
+        self.metrics
+            .trust_evidence
+            .get_or_create(&KindLabels {
+                kind: evidence.label().to_owned(),
+            })
+            .inc();
         Some(state)
     }
 

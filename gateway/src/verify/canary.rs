@@ -91,6 +91,7 @@ impl Verifier {
                 }
             }
             let serving: Vec<&CheckTarget> = targets.iter().filter(|t| !t.distrusted).collect();
+            self.fill_budget(state, service);
             let budget = state.budgets.entry(service.to_owned()).or_default();
             while *budget >= 1.0 && !serving.is_empty() {
                 *budget -= 1.0;

@@ -13,7 +13,8 @@
 //! through the same pooled, SSRF-guarded client. `docs/trust.md` has the operator's view.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -40,30 +41,33 @@ const REPLAYS_AT_ONCE: usize = 8;
 /// The canary budget a service may save up (canaries sent in one burst at most).
 const BUDGET_CAP: f64 = 5.0;
 
-/// The forwarder's side: counts real requests into canary budgets and samples answers for
-/// replay. Cheap; runs on the request path.
+/// The forwarder's side: counts real requests of canaried services and samples answers for
+/// replay. Runs on the request path: a counter per service (no lock), and a lock only for
+/// the few requests of deterministic services.
 #[derive(Debug)]
 pub struct Tap {
-    /// Services with canaries.
-    canaried: HashSet<String>,
+    /// Real requests per canaried service since the runner last looked (a fixed set of
+    /// services, so the map itself never changes).
+    requests: Arc<HashMap<String, AtomicU64>>,
     /// Deterministic services and their replay share.
     shares: HashMap<String, f64>,
-    shared: Arc<Mutex<RunnerState>>,
+    rng: Mutex<SmallRng>,
     replays: mpsc::Sender<Served>,
 }
 
 impl AnswerTap for Tap {
     fn request(&self, service: &str) {
-        if self.canaried.contains(service) {
-            let mut state = lock(&self.shared);
-            let budget = state.budgets.entry(service.to_owned()).or_default();
-            *budget = (*budget + canary::CANARY_SHARE).min(BUDGET_CAP);
+        if let Some(n) = self.requests.get(service) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn sample(&self, service: &str) -> bool {
         match self.shares.get(service) {
-            Some(&share) if share > 0.0 => lock(&self.shared).rng.random::<f64>() < share,
+            Some(&share) if share > 0.0 => {
+                let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+                rng.random::<f64>() < share
+            }
             _ => false,
         }
     }
@@ -83,10 +87,6 @@ struct RunnerState {
     checked: HashMap<WorkerKey, canary::Checked>,
 }
 
-fn lock(m: &Mutex<RunnerState>) -> MutexGuard<'_, RunnerState> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The check runner: sends canaries and replays, feeds evidence to the directory.
 #[derive(Debug)]
 pub struct Verifier {
@@ -95,7 +95,9 @@ pub struct Verifier {
     /// The forwarder without the tap (checks are not real traffic).
     forwarder: Forwarder,
     metrics: Metrics,
-    shared: Arc<Mutex<RunnerState>>,
+    shared: Mutex<RunnerState>,
+    /// Real requests per canaried service, counted by the [`Tap`].
+    requests: Arc<HashMap<String, AtomicU64>>,
     replays: Mutex<Option<mpsc::Receiver<Served>>>,
     replay_slots: Arc<Semaphore>,
     /// How long a replayed request may take.
@@ -111,21 +113,27 @@ impl Verifier {
         metrics: Metrics,
         seed: u64,
     ) -> (Arc<Self>, Arc<Tap>) {
-        let shared = Arc::new(Mutex::new(RunnerState {
+        let shared = Mutex::new(RunnerState {
             rng: SmallRng::seed_from_u64(seed),
             budgets: HashMap::new(),
             rates: HashMap::new(),
             checked: HashMap::new(),
-        }));
+        });
+        let requests: Arc<HashMap<String, AtomicU64>> = Arc::new(
+            plan.canaries
+                .iter()
+                .map(|c| (c.service.clone(), AtomicU64::new(0)))
+                .collect(),
+        );
         let (tx, rx) = mpsc::channel(REPLAY_QUEUE);
         let tap = Tap {
-            canaried: plan.canaries.iter().map(|c| c.service.clone()).collect(),
+            requests: Arc::clone(&requests),
             shares: plan
                 .deterministic
                 .iter()
                 .map(|d| (d.service.clone(), d.share))
                 .collect(),
-            shared: Arc::clone(&shared),
+            rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x5eed)),
             replays: tx,
         };
         let verifier = Self {
@@ -135,6 +143,7 @@ impl Verifier {
             forwarder,
             metrics,
             shared,
+            requests,
             replays: Mutex::new(Some(rx)),
             replay_slots: Arc::new(Semaphore::new(REPLAYS_AT_ONCE)),
         };
@@ -142,15 +151,30 @@ impl Verifier {
     }
 
     fn state(&self) -> MutexGuard<'_, RunnerState> {
-        lock(&self.shared)
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the requests counted since the last tick into `service`'s canary budget
+    /// ([`canary::CANARY_SHARE`] of a canary each, at most [`BUDGET_CAP`] saved up).
+    fn fill_budget(&self, state: &mut RunnerState, service: &str) {
+        let Some(counted) = self.requests.get(service) else {
+            return;
+        };
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "request counts per tick are small"
+        )]
+        let earned = counted.swap(0, Ordering::Relaxed) as f64 * canary::CANARY_SHARE;
+        let budget = state.budgets.entry(service.to_owned()).or_default();
+        *budget = (*budget + earned).min(BUDGET_CAP);
     }
 
     /// Runs canaries and cross-checks until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let replays = self
+        let mut replays = self
             .replays
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -165,7 +189,6 @@ impl Verifier {
             s.dedup();
             s
         };
-        let mut replays = replays;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
