@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_dht::Timings;
 use libp2p::Multiaddr;
+
+use crate::checks::CheckPlan;
 
 /// Everything `run` needs. Built by the CLI (or a test) and checked with [`Config::validate`].
 #[derive(Clone)]
@@ -48,6 +51,15 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Upper bound on a gap between two reads of a worker's response body.
     pub read_timeout: Duration,
+    /// Upper bound, from the request's arrival, on the first byte of the worker's response
+    /// body (or the end of an empty one). Missing it ends the request and lowers the
+    /// worker's trust.
+    pub ttfb_timeout: Duration,
+    /// Upper bound, from the request's arrival, on the whole response: a worker that trickles
+    /// bytes just inside the read timeout still cannot hold a request longer.
+    pub response_deadline: Duration,
+    /// Canaries and cross-checked services (`--canaries FILE`); empty: no answer checks.
+    pub checks: Arc<CheckPlan>,
     /// Largest request body forwarded to a worker, in bytes.
     pub max_body_bytes: usize,
     /// Bootstrap requests allowed per client IP per minute.
@@ -98,6 +110,9 @@ impl std::fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("ttfb_timeout", &self.ttfb_timeout)
+            .field("response_deadline", &self.response_deadline)
+            .field("canaries", &self.checks.canaries.len())
             .field("max_body_bytes", &self.max_body_bytes)
             .field("bootstrap_rate_per_min", &self.bootstrap_rate_per_min)
             .field("registry_rate_per_min", &self.registry_rate_per_min)
@@ -131,6 +146,9 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(3),
             upstream_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
+            ttfb_timeout: Duration::from_secs(60),
+            response_deadline: Duration::from_secs(600),
+            checks: Arc::default(),
             max_body_bytes: 16 * 1024 * 1024,
             bootstrap_rate_per_min: 60,
             registry_rate_per_min: 120,
@@ -207,11 +225,13 @@ impl Config {
                 got: self.max_header_bytes,
             });
         }
-        let zeros: [(&'static str, bool); 9] = [
+        let zeros: [(&'static str, bool); 11] = [
             ("registry TTL", self.registry_ttl.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
             ("upstream timeout", self.upstream_timeout.is_zero()),
             ("read timeout", self.read_timeout.is_zero()),
+            ("time-to-first-byte timeout", self.ttfb_timeout.is_zero()),
+            ("response deadline", self.response_deadline.is_zero()),
             ("body limit", self.max_body_bytes == 0),
             ("bootstrap rate limit", self.bootstrap_rate_per_min == 0),
             ("registry rate limit", self.registry_rate_per_min == 0),

@@ -8,18 +8,22 @@
 //! `docs/architecture.md` the path of a worker record.
 //!
 //! Layout, lowest layer first (a module imports only from layers above it in this list):
-//! - [`config`], [`error`], [`types`], [`metrics`], [`ratelimit`], [`policy`], [`extract`]:
-//!   the shared nouns: [`Config`], [`GatewayError`] and [`RunError`], the JSON shapes, metric
+//! - [`config`], [`checks`], [`error`], [`types`], [`metrics`], [`ratelimit`], [`policy`],
+//!   [`extract`]: the shared nouns: [`Config`], the answer-check plan (canaries and
+//!   cross-checked services), [`GatewayError`] and [`RunError`], the JSON shapes, metric
 //!   families, token buckets, which upstream URLs may be called, request extractors.
 //! - [`directory`]: the one table of workers (the scheduler's, plus the gateway's columns).
 //! - [`sources`]: where workers come from ([`sources::dht`], [`sources::registry`]), as
 //!   [`sources::Change`]s applied to the directory.
 //! - [`forward`]: the pooled client, header rules, retries, hedging, in-flight tracking,
-//!   request metrics.
+//!   request metrics, response deadlines.
+//! - [`verify`]: answer checks: canaries sent to workers, real requests replayed on others
+//!   (cross-checks); their verdicts become trust evidence in the directory.
 //! - [`api`]: the axum router and one module per endpoint group.
 //! - [`server`]: [`Gateway`] / [`run`]: state, sockets, background tasks, shutdown.
 
 pub mod api;
+pub mod checks;
 pub mod config;
 pub mod directory;
 pub mod error;
@@ -31,6 +35,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod sources;
 pub mod types;
+pub mod verify;
 
 pub use config::{Config, ConfigError};
 pub use directory::{AttemptLog, AttemptLogs, Directory};

@@ -92,6 +92,38 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels with a bounded kind only (evidence kinds, deadline kinds).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// From a fixed list: `canary_passed`, … for evidence; `ttfb` or `total` for deadlines.
+    pub kind: String,
+}
+
+/// Labels of an answer check (a canary or a cross-check).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// The service checked (only services named in the operator's check plan).
+    pub service: String,
+    /// Canaries: `passed`, `failed`, `deadline`, `unreachable`. Cross-checks: `agreed`,
+    /// `disagreed`, `no_quorum`, `failed`.
+    pub result: String,
+}
+
+/// Labels of the workers-by-trust gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BandLabels {
+    /// `<0.1`, `0.1-0.5`, `0.5-0.9` or `>=0.9`.
+    pub band: String,
+}
+
+/// The trust bands of `workers_by_trust`, lowest first, with their lower bounds.
+pub const TRUST_BANDS: [(&str, f64); 4] = [
+    ("<0.1", 0.0),
+    ("0.1-0.5", 0.1),
+    ("0.5-0.9", 0.5),
+    (">=0.9", 0.9),
+];
+
 /// A histogram family with the gateway's latency buckets.
 pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -118,6 +150,18 @@ pub struct Metrics {
     pub registry_requests: Family<RegistryLabels, Counter>,
     /// Every HTTP answer by route template and status.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Trust evidence fed to the scheduler, by kind.
+    pub trust_evidence: Family<KindLabels, Counter>,
+    /// Canaries sent, by service and result.
+    pub canaries: Family<CheckLabels, Counter>,
+    /// Cross-checks run, by service and result.
+    pub cross_checks: Family<CheckLabels, Counter>,
+    /// Workers below the trust floor (no real traffic).
+    pub workers_distrusted: Gauge,
+    /// Workers by trust band.
+    pub workers_by_trust: Family<BandLabels, Gauge>,
+    /// Responses ended by a deadline, by kind (`ttfb`, `total`).
+    pub deadline_misses: Family<KindLabels, Counter>,
     /// Cached `http_requests` handles by status and route template (the hot path builds no
     /// label strings).
     http_cache: Arc<RwLock<HashMap<u16, HashMap<String, Counter>>>>,
@@ -141,6 +185,12 @@ impl Metrics {
             bootstrap_requests: Family::default(),
             registry_requests: Family::default(),
             http_requests: Family::default(),
+            trust_evidence: Family::default(),
+            canaries: Family::default(),
+            cross_checks: Family::default(),
+            workers_distrusted: Gauge::default(),
+            workers_by_trust: Family::default(),
+            deadline_misses: Family::default(),
             http_cache: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("gpumesh_gateway");
@@ -194,7 +244,61 @@ impl Metrics {
             "HTTP answers by route and status",
             m.http_requests.clone(),
         );
+        m.register_trust(r);
         m
+    }
+
+    fn register_trust(&self, r: &mut Registry) {
+        r.register(
+            "trust_evidence",
+            "Trust evidence about workers' answers, by kind",
+            self.trust_evidence.clone(),
+        );
+        r.register(
+            "canaries",
+            "Known-answer requests sent to workers, by service and result",
+            self.canaries.clone(),
+        );
+        r.register(
+            "cross_checks",
+            "Real requests replayed on other workers and compared, by service and result",
+            self.cross_checks.clone(),
+        );
+        r.register(
+            "workers_distrusted",
+            "Workers below the trust floor (no real traffic until a check passes)",
+            self.workers_distrusted.clone(),
+        );
+        r.register(
+            "workers_by_trust",
+            "Workers by trust band",
+            self.workers_by_trust.clone(),
+        );
+        r.register(
+            "deadline_misses",
+            "Responses ended by a deadline, by kind (ttfb, total)",
+            self.deadline_misses.clone(),
+        );
+        for evidence in gpumesh_scheduler::Evidence::ALL {
+            let _ = self.trust_evidence.get_or_create(&KindLabels {
+                kind: evidence.label().to_owned(),
+            });
+        }
+        for kind in ["ttfb", "total"] {
+            let _ = self.deadline_misses.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            });
+        }
+    }
+
+    /// Counts one check result (`canaries` or `cross_checks` family).
+    pub fn check(family: &Family<CheckLabels, Counter>, service: &str, result: &str) {
+        family
+            .get_or_create(&CheckLabels {
+                service: service.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one HTTP answer by route template (or `unmatched`) and status.

@@ -44,6 +44,7 @@ use crate::policy::UpstreamPolicy;
 use crate::ratelimit::RateLimiter;
 use crate::sources::dht::{self, DhtSnapshot, DhtStatus};
 use crate::sources::registry::RegistrySource;
+use crate::verify::Verifier;
 use gpumesh_dht::DhtHandle;
 
 /// How long in-flight requests may take to finish after shutdown starts.
@@ -61,6 +62,18 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
     let seed = u64::from(std::process::id()) ^ gpumesh_dht::rules::unix_ms();
     let directory = Arc::new(Directory::new(policy, metrics.clone(), seed));
     let forwarder = Forwarder::new(&config, metrics.clone())?;
+    let (verifier, forwarder) = if config.checks.is_empty() {
+        (None, forwarder)
+    } else {
+        let (verifier, tap) = Verifier::new(
+            Arc::clone(&config.checks),
+            Arc::clone(&directory),
+            forwarder.clone(),
+            metrics.clone(),
+            seed.rotate_left(17),
+        );
+        (Some(verifier), forwarder.with_tap(tap))
+    };
     let workers_registry = RegistrySource::new(&config, Arc::clone(&directory), metrics.clone());
     Ok(AppState::new(Shared {
         bootstrap_limiter: Arc::new(RateLimiter::per_minute(config.bootstrap_rate_per_min)),
@@ -69,6 +82,7 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
         config: Arc::new(config),
         directory,
         forwarder,
+        verifier,
         metrics,
         metrics_registry: Arc::new(registry),
     }))
@@ -96,16 +110,27 @@ impl Gateway {
         let addr = config.listen;
         let mut registry = Registry::default();
         let dht_shutdown = CancellationToken::new();
-        let (dht, view_saver) = if config.dht_enabled {
-            let (handle, saver) = dht::start(&config, &mut registry, dht_shutdown.clone()).await?;
-            (Some(handle), saver)
+        let (dht, saved_trust) = if config.dht_enabled {
+            let (handle, trust) = dht::start(&config, &mut registry, dht_shutdown.clone()).await?;
+            (Some(handle), trust)
         } else {
-            (None, None)
+            (None, Vec::new())
         };
         let state = build_state(config, registry)?;
+        let mut view_saver = None;
         if let Some(handle) = &dht {
-            // A reloaded view is in the directory before the first request.
+            // A reloaded view, and the trust saved with it, are in the directory before the
+            // first request.
+            state.directory.restore_trust(saved_trust);
             dht::resync(handle, &state.directory);
+            if let Some(path) = &state.config.dht_view_file {
+                view_saver = Some(tokio::spawn(dht::view_file::keep(
+                    handle.clone(),
+                    Arc::clone(&state.directory),
+                    path.clone(),
+                    dht_shutdown.clone(),
+                )));
+            }
             let peer_id = Some(handle.peer_id().to_base58());
             state.dht.set(DhtSnapshot {
                 peer_id,
@@ -170,6 +195,10 @@ impl Gateway {
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         info!(%addr, dht = state.config.dht_enabled, "gateway listening");
         let sweeper = tokio::spawn(sweep(Arc::clone(&state.directory), shutdown.clone()));
+        let checks = state
+            .verifier
+            .clone()
+            .map(|v| tokio::spawn(v.run(shutdown.clone())));
         let feeder = dht.clone().map(|handle| {
             let has_seeds = !state.config.seeds.is_empty();
             let (directory, status) = (Arc::clone(&state.directory), Arc::clone(&state.dht));
@@ -194,6 +223,9 @@ impl Gateway {
             warn!("drain grace period expired; dropping open connections");
         }
         sweeper.abort();
+        if let Some(checks) = checks {
+            checks.abort();
+        }
         if let Some(feeder) = feeder {
             feeder.abort();
         }
@@ -227,14 +259,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Gateway::bind(config).await?.serve(shutdown).await
 }
 
-/// Drops entries whose source's lease ended, once a second.
+/// Drops entries whose source's lease ended and recounts the trust gauges, once a second.
 async fn sweep(directory: Arc<Directory>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => { directory.expire(gpumesh_dht::rules::unix_ms()); }
+            _ = tick.tick() => {
+                directory.expire(gpumesh_dht::rules::unix_ms());
+                directory.count_trust();
+            }
         }
     }
 }

@@ -87,6 +87,28 @@ pub struct WorkerView {
     /// Failed requests to the worker through this gateway.
     #[serde(default)]
     pub failures: u64,
+    /// How far this gateway trusts the worker's answers, and what that makes of its traffic.
+    #[serde(default)]
+    pub trust: TrustView,
+}
+
+/// A worker's trust as `GET /api/workers` shows it (docs/trust.md explains the numbers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrustView {
+    /// 0 (no trust) to 1 (full trust); scales the worker's share of traffic.
+    pub score: f64,
+    /// Checks passed (canaries and cross-checks).
+    pub verified: u32,
+    /// Checks failed (wrong answers, disagreements, missed deadlines).
+    pub failed: u32,
+    /// Below the trust floor: no real traffic until a canary passes.
+    pub distrusted: bool,
+    /// The last reason the gateway gave its trust (`canary failed: …`), if any.
+    pub reason: Option<String>,
+    /// The weight it is sampled with now (learned capacity × trust × slow start).
+    pub weight: f64,
+    /// Concurrent requests the gateway has seen it serve (not what its record claims).
+    pub slots_learned: u32,
 }
 
 /// `GET /api/workers` → 200.
@@ -116,6 +138,12 @@ pub struct TopologyNode {
     /// For workers: published in-flight plus queue over max concurrency (0 when unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<f64>,
+    /// For workers: the gateway's trust in its answers, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<f64>,
+    /// For workers: below the trust floor (no real traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distrusted: Option<bool>,
 }
 
 /// An edge of `GET /api/dht/topology`: a DHT connection between two nodes.

@@ -7,9 +7,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
+use gpumesh_gateway::checks::CheckPlan;
 use gpumesh_gateway::{Config, RunError};
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +78,19 @@ pub struct Args {
     /// Seconds allowed between two reads of a worker's response body.
     #[arg(long, env = "GPUMESH_READ_TIMEOUT_SECS", default_value_t = 60)]
     read_timeout_secs: u64,
+    /// Time from a request's arrival to the first byte of the worker's answer body, e.g.
+    /// `60s` (a bare number is seconds). A worker that misses it fails the request and loses
+    /// trust.
+    #[arg(long, env = "GPUMESH_TTFB_TIMEOUT", default_value = "60s", value_parser = duration)]
+    ttfb_timeout: Duration,
+    /// Time from a request's arrival to the end of the worker's answer, e.g. `600s`: a worker
+    /// trickling bytes cannot hold a request longer.
+    #[arg(long, env = "GPUMESH_RESPONSE_DEADLINE", default_value = "600s", value_parser = duration)]
+    response_deadline: Duration,
+    /// TOML file of canaries (known-answer requests) and cross-checked services; see
+    /// docs/trust.md. Default: no answer checks.
+    #[arg(long, env = "GPUMESH_CANARIES_FILE")]
+    canaries: Option<PathBuf>,
     /// Largest request body forwarded, bytes.
     #[arg(long, env = "GPUMESH_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -106,6 +121,12 @@ pub struct Args {
     upstream_idle_per_host: usize,
 }
 
+/// A duration flag: `500ms`, `60s`, `10m`, `1h` or a bare number of seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    gpumesh_gateway::checks::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a positive duration such as 60s, 500ms or 10m"))
+}
+
 /// A non-empty environment variable (the registry token).
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -120,6 +141,12 @@ impl Args {
         let dht_admission_operators =
             gpumesh_dht::admission::parse_operator_keys(&self.admission_pubkeys)
                 .map_err(|e| UsageError(format!("--admission-pubkey: {e}")))?;
+        let checks = match &self.canaries {
+            Some(path) => {
+                CheckPlan::load(path).map_err(|e| UsageError(format!("--canaries: {e}")))?
+            }
+            None => CheckPlan::default(),
+        };
         let config = Config {
             listen: self.listen,
             dht_enabled,
@@ -138,6 +165,9 @@ impl Args {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             upstream_timeout: Duration::from_secs(self.upstream_timeout_secs),
             read_timeout: Duration::from_secs(self.read_timeout_secs),
+            ttfb_timeout: self.ttfb_timeout,
+            response_deadline: self.response_deadline,
+            checks: Arc::new(checks),
             max_body_bytes: self.max_body_bytes,
             bootstrap_rate_per_min: self.bootstrap_rate_per_min,
             registry_rate_per_min: self.registry_rate_per_min,
@@ -214,6 +244,53 @@ mod tests {
         let config = cli.args.into_config().unwrap();
         assert_eq!(config.dht_listen.port(), 4100);
         assert!(config.allow_private_upstreams && config.dht_enabled);
+    }
+
+    /// A canary file that cannot be used stops the gateway before it starts, with a message
+    /// naming the entry (a usage error: exit code 64).
+    #[test]
+    fn a_bad_canary_file_is_a_usage_error_naming_the_entry() {
+        let dir = std::env::temp_dir().join(format!(
+            "gpumesh-cli-canaries-{}-{}",
+            std::process::id(),
+            gpumesh_dht::rules::unix_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = "[[canary]]\nservice = \"ocr\"\nname = \"ok\"\npath = \"run\"\ncheck = { exact = \"x\" }\n";
+        let bad_regex = format!(
+            "{ok}[[canary]]\nservice = \"ocr\"\nname = \"ocr-known-text\"\npath = \"run\"\ncheck = {{ regex = \"([\" }}\n"
+        );
+        let bad_service = "[[canary]]\nservice = \"no such service!\"\npath = \"run\"\ncheck = { exact = \"x\" }\n";
+        let cases: [(&str, Option<String>, &str); 5] = [
+            ("missing", None, "missing.toml"),
+            (
+                "bad-toml",
+                Some("[[canary]\nservice =".into()),
+                "canary file",
+            ),
+            (
+                "bad-regex",
+                Some(bad_regex),
+                "canary 2 (\"ocr-known-text\"): bad regex",
+            ),
+            ("bad-service", Some(bad_service.into()), "canary 1:"),
+            (
+                "bad-share",
+                Some("[[deterministic]]\nservice = \"ocr\"\nshare = 0.02\n".into()),
+                "deterministic 1 (\"ocr\"): share 0.02",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let path = dir.join(format!("{name}.toml"));
+            if let Some(text) = text {
+                std::fs::write(&path, text).unwrap();
+            }
+            let cli =
+                Cli::try_parse_from(["gateway", "--canaries", path.to_str().unwrap()]).unwrap();
+            let err = cli.args.into_config().unwrap_err();
+            assert!(err.0.contains(expected), "{name}: {}", err.0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::sources::dht::DhtStatus;
 use crate::sources::registry::{self, REGISTRY_BODY_LIMIT, RegistrySource};
+use crate::verify::Verifier;
 
 /// What every handler shares: one `Arc`, so the per-request clone axum makes is one
 /// reference count, not one per field.
@@ -66,6 +67,8 @@ pub struct Shared {
     pub directory: Arc<Directory>,
     /// The pooled forwarding client.
     pub forwarder: Forwarder,
+    /// The answer-check runner (canaries, cross-checks); `None` without a check plan.
+    pub verifier: Option<Arc<Verifier>>,
     /// The gateway's metric families.
     pub metrics: Metrics,
     /// The Prometheus registry `/metrics` encodes (gateway and DHT metrics together).

@@ -322,7 +322,7 @@ fn view_schemas() -> Value {
             "gpus": {"type": "array", "items": {"$ref": "#/components/schemas/GpuSummary"}}}},
         "WorkerView": {"type": "object",
             "required": ["id", "source", "state", "services", "tunnel_url", "seq", "record_age_ms",
-                "in_flight", "gpus", "load", "agent_version"],
+                "in_flight", "gpus", "load", "agent_version", "trust"],
             "properties": {
                 "id": {"type": "string"}, "source": {"type": "string", "enum": ["dht", "registry"]},
                 "state": state, "services": {"type": "array", "items": {"type": "string"}},
@@ -331,7 +331,9 @@ fn view_schemas() -> Value {
                 "gpus": {"type": "array", "items": {"$ref": "#/components/schemas/GpuInfo"}},
                 "load": {"$ref": "#/components/schemas/LoadInfo"}, "agent_version": {"type": "string"},
                 "last_attempt_ms": uint(u64::MAX), "first_failure_ms": uint(u64::MAX),
-                "failures": uint(u64::MAX)}},
+                "failures": uint(u64::MAX),
+                "trust": {"$ref": "#/components/schemas/TrustView"}}},
+        "TrustView": trust_schema(),
         "WorkersResponse": {"type": "object", "required": ["workers", "count"], "properties": {
             "workers": {"type": "array", "items": {"$ref": "#/components/schemas/WorkerView"}},
             "count": uint(u64::MAX)}},
@@ -340,13 +342,34 @@ fn view_schemas() -> Value {
                 "properties": {
                     "id": {"type": "string"}, "role": {"type": "string", "enum": ["gateway", "seed", "worker"]},
                     "state": {"type": "string"}, "source": {"type": "string"}, "gpu": {"type": "string"},
-                    "load": {"type": "number"}}}},
+                    "load": {"type": "number"}, "trust": unit(),
+                    "distrusted": {"type": "boolean"}}}},
             "edges": {"type": "array", "items": {"type": "object", "required": ["from", "to"],
                 "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}}}},
         "HealthResponse": {"type": "object", "required": ["status", "workers", "dht_enabled"], "properties": {
             "status": {"type": "string", "enum": ["ok", "ready"]}, "workers": uint(u64::MAX),
             "dht_enabled": {"type": "boolean"}}}
     })
+}
+
+/// A number in [0, 1].
+fn unit() -> Value {
+    json!({"type": "number", "minimum": 0, "maximum": 1})
+}
+
+/// A worker's trust in `WorkerView` (docs/trust.md).
+fn trust_schema() -> Value {
+    json!({"type": "object",
+        "required": ["score", "verified", "failed", "distrusted", "reason", "weight", "slots_learned"],
+        "properties": {
+            "score": unit(), "verified": uint(u32::MAX.into()), "failed": uint(u32::MAX.into()),
+            "distrusted": {"type": "boolean",
+                "description": "below the trust floor: no real traffic until a canary passes"},
+            "reason": {"type": ["string", "null"],
+                "description": "the last reason given, e.g. a failed canary's"},
+            "weight": {"type": "number", "minimum": 0,
+                "description": "sampling weight now: learned capacity x trust x slow start"},
+            "slots_learned": uint(u32::MAX.into())}})
 }
 
 static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {

@@ -51,6 +51,8 @@ pub async fn topology(State(state): State<AppState>) -> Response {
         source: None,
         gpu: None,
         load: None,
+        trust: None,
+        distrusted: None,
     }];
     let mut seen: BTreeSet<String> = BTreeSet::from([me.clone()]);
     for (peer, _) in state.config.seeds.iter().filter_map(|s| seed_parts(s)) {
@@ -62,6 +64,8 @@ pub async fn topology(State(state): State<AppState>) -> Response {
                 source: None,
                 gpu: None,
                 load: None,
+                trust: None,
+                distrusted: None,
             });
         }
     }
@@ -77,6 +81,8 @@ pub async fn topology(State(state): State<AppState>) -> Response {
             source: Some(w.source),
             gpu: w.gpus.first().map(|g| g.model.clone()),
             load: Some(f64::from(w.load.in_flight.saturating_add(w.load.queue_depth)) / slots),
+            trust: Some(w.trust.score),
+            distrusted: Some(w.trust.distrusted),
         });
     }
     let edges = snapshot

@@ -32,11 +32,13 @@ mod attempts;
 mod change;
 mod gauges;
 mod query;
+mod trust;
 mod worker;
 
 pub use attempts::{AttemptLog, AttemptLogs};
 pub use change::{Change, Refresh, Source};
 pub use gpumesh_scheduler::{Requirements, WorkerKey};
+pub use trust::{CheckTarget, REMEMBERED};
 pub use worker::state_name;
 
 use attempts::Attempts;
@@ -99,6 +101,8 @@ struct Table {
     /// The gateway's columns, indexed by the scheduler's slot.
     workers: Vec<Option<Worker>>,
     attempts: Attempts,
+    /// Trust of workers not in the table (departed, or saved before a restart).
+    remembered: trust::Remembered,
 }
 
 impl Table {
@@ -149,6 +153,7 @@ impl Directory {
                 epoch: Instant::now(),
                 workers: Vec::new(),
                 attempts: Attempts::default(),
+                remembered: trust::Remembered::default(),
             }),
             policy,
             metrics,
@@ -210,7 +215,7 @@ impl Directory {
         worker::check_record(&record)?;
         let url = Arc::new(self.policy.check_url(&record.tunnel_url)?);
         let mut table = self.lock();
-        let (id, gauge, old_tally) = match table.by_id(&record.peer_id) {
+        let (id, gauge, old_tally, reason) = match table.by_id(&record.peer_id) {
             // A registry re-registration is authenticated by the token and replaces its own
             // entry whatever the seq (an agent restarted without its counter).
             Some(old)
@@ -223,12 +228,18 @@ impl Directory {
                     have: old.record.seq,
                 });
             }
-            Some(old) => (Arc::clone(&old.id), old.gauge.clone(), Some(old.tally)),
+            Some(old) => (
+                Arc::clone(&old.id),
+                old.gauge.clone(),
+                Some(old.tally),
+                old.reason.clone(),
+            ),
             None => {
                 info!(worker = %record.peer_id, source = source.as_str(), url = %url, "worker joined");
-                (Arc::from(record.peer_id.as_str()), None, None)
+                (Arc::from(record.peer_id.as_str()), None, None, None)
             }
         };
+        let joined = old_tally.is_none();
         let load_at_ms = match source {
             Source::Registry => unix_ms(),
             Source::Dht => record.issued_at_ms,
@@ -236,6 +247,9 @@ impl Directory {
         let clock = table.clock(now);
         let view = worker::scheduler_view(&record, load_at_ms, clock);
         let key = table.scheduler.upsert_worker(view, clock);
+        if joined {
+            trust::on_join(&mut table, &id);
+        }
         let tally = Tally::of(&record, source);
         let slot = key.slot() as usize;
         if table.workers.len() <= slot {
@@ -251,6 +265,7 @@ impl Directory {
             lease_until_ms,
             gauge,
             tally,
+            reason,
         });
         gauges::recount(&self.metrics, old_tally, Some(tally));
         Ok(())
@@ -315,6 +330,7 @@ impl Directory {
             && let Some(w) = table.workers[key.slot() as usize].take()
         {
             gauges::recount(&self.metrics, Some(w.tally), None);
+            trust::on_leave(table, key, id);
         }
         table.scheduler.remove_worker(id);
         self.metrics.worker_in_flight.remove(&WorkerLabels {

@@ -1,12 +1,14 @@
 //! Read-only questions about the table: for the API, metrics labels and the registry source.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
+
+use gpumesh_scheduler::WorkerSnapshot;
 
 use super::attempts::AttemptLog;
 use super::worker::{self, Worker};
 use super::{Directory, Source, Table};
-use crate::types::{GpuSummary, WorkerView};
+use crate::types::{GpuSummary, TrustView, WorkerView};
 
 impl Directory {
     /// Where worker `id`'s entry came from, if the table holds it.
@@ -50,7 +52,8 @@ impl Directory {
     pub fn view(&self, id: &str, now: Instant) -> Option<WorkerView> {
         let table = self.lock();
         let w = table.by_id(id)?;
-        Some(api_view(&table, w, now))
+        let figures = figures(&table, now);
+        Some(api_view(&table, w, &figures, now))
     }
 
     /// What this gateway sent to worker `id` and how it went, also after it left the table
@@ -62,15 +65,52 @@ impl Directory {
     /// Every worker, sorted by id.
     pub fn views(&self, now: Instant) -> Vec<WorkerView> {
         let table = self.lock();
-        let mut all: Vec<WorkerView> = table.live().map(|w| api_view(&table, w, now)).collect();
+        let figures = figures(&table, now);
+        let mut all: Vec<WorkerView> = table
+            .live()
+            .map(|w| api_view(&table, w, &figures, now))
+            .collect();
         drop(table);
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
 }
 
-fn api_view(table: &Table, w: &Worker, now: Instant) -> WorkerView {
+/// The scheduler's figures of every worker, by id (the sampling weight and learned slots are
+/// only in its snapshot).
+fn figures(table: &Table, now: Instant) -> HashMap<String, WorkerSnapshot> {
+    table
+        .scheduler
+        .snapshot(table.clock(now))
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect()
+}
+
+fn api_view(
+    table: &Table,
+    w: &Worker,
+    figures: &HashMap<String, WorkerSnapshot>,
+    now: Instant,
+) -> WorkerView {
     let in_flight = table.scheduler.in_flight(w.key).unwrap_or(0);
     let log = table.attempts.get(&w.id).unwrap_or_default();
-    worker::api_view(w, in_flight, log, now)
+    let state = table.scheduler.trust(w.key);
+    let snapshot = figures.get(&*w.id);
+    let distrusted = table.scheduler.is_distrusted(w.key).unwrap_or(false);
+    let trust = TrustView {
+        score: state.map_or(0.0, |t| t.score),
+        verified: state.map_or(0, |t| t.verified),
+        failed: state.map_or(0, |t| t.failed),
+        distrusted,
+        reason: w.reason.clone(),
+        // A distrusted worker is not eligible at all: it is never sampled, whatever its weight.
+        weight: if distrusted {
+            0.0
+        } else {
+            snapshot.map_or(0.0, |s| s.weight)
+        },
+        slots_learned: snapshot.map_or(0, |s| s.slots_learned),
+    };
+    worker::api_view(w, in_flight, log, trust, now)
 }

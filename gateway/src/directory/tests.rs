@@ -355,3 +355,55 @@ fn worker_gauges_match_a_recount_of_the_view() {
         }
     }
 }
+
+/// A worker that failed a check and leaves cannot wash it off by joining again, and trust
+/// saved by a previous gateway comes back when the worker arrives.
+#[test]
+fn trust_outlives_the_entry_and_saved_trust_returns_on_arrival() {
+    use gpumesh_scheduler::{Evidence, TrustState};
+    let d = directory(true);
+    let now = Instant::now();
+    let join = |id: &str| {
+        d.apply(
+            upsert(record(id, 1, "http://127.0.0.1:1"), Source::Registry, None),
+            now,
+        )
+        .unwrap();
+    };
+    join("liar");
+    let key = d.check_targets("ocr")[0].key;
+    let reason = Some("canary failed: x".to_owned());
+    let after = d
+        .evidence(key, Evidence::CanaryFailed, reason, now)
+        .unwrap();
+    assert!(d.check_targets("ocr")[0].distrusted);
+    d.apply(
+        Change::Remove {
+            id: "liar".into(),
+            source: Source::Registry,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(d.trust_of("liar"), Some(after), "remembered after it left");
+    join("liar");
+    assert!(
+        d.check_targets("ocr")[0].distrusted,
+        "still distrusted on return"
+    );
+
+    let saved = TrustState {
+        score: 0.95,
+        verified: 7,
+        failed: 0,
+    };
+    d.restore_trust([("later".to_owned(), saved)]);
+    join("later");
+    let later = d.view("later", now).unwrap();
+    assert_eq!((later.trust.score, later.trust.verified), (0.95, 7));
+    assert!(
+        d.trust_states()
+            .iter()
+            .any(|(id, t)| id == "liar" && t.failed == 1)
+    );
+}

@@ -14,7 +14,7 @@ use super::Refused;
 use super::Source;
 use super::attempts::AttemptLog;
 use super::gauges::Tally;
-use crate::types::{GpuSummary, WorkerView};
+use crate::types::{GpuSummary, TrustView, WorkerView};
 
 /// `joining`, `online` or `draining`.
 pub fn state_name(state: WorkerState) -> &'static str {
@@ -44,6 +44,9 @@ pub(super) struct Worker {
     /// path does not build label strings).
     pub(super) gauge: Option<Gauge>,
     pub(super) tally: Tally,
+    /// Why its trust last changed for the worse or better (a failed canary's reason …),
+    /// truncated and safe to show; `None` until a check says something.
+    pub(super) reason: Option<String>,
 }
 
 /// The record rules the table applies on top of the source's own checks: the rulebook's
@@ -130,7 +133,13 @@ pub(super) fn gpu_summaries(record: &WorkerRecord) -> Vec<GpuSummary> {
 }
 
 /// A worker as the API shows it.
-pub(super) fn api_view(w: &Worker, in_flight: u32, log: AttemptLog, now: Instant) -> WorkerView {
+pub(super) fn api_view(
+    w: &Worker,
+    in_flight: u32,
+    log: AttemptLog,
+    trust: TrustView,
+    now: Instant,
+) -> WorkerView {
     let r = &w.record;
     WorkerView {
         id: r.peer_id.clone(),
@@ -148,5 +157,6 @@ pub(super) fn api_view(w: &Worker, in_flight: u32, log: AttemptLog, now: Instant
         last_attempt_ms: log.last_attempt_ms,
         first_failure_ms: log.first_failure_ms,
         failures: log.failures,
+        trust,
     }
 }

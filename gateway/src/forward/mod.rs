@@ -11,7 +11,10 @@
 //! - a request goes to another worker only as [`retry`] allows; safe requests may be hedged
 //!   ([`hedge`]);
 //! - the worker's in-flight slot is held until the response body ends (or the client goes
-//!   away), and the outcome and latency go back to the scheduler then ([`body`]);
+//!   away, or a deadline passes), and the outcome and latency go back to the scheduler then
+//!   ([`body`]);
+//! - an [`AnswerTap`] hears of every request and gets a copy of a sampled few small answers
+//!   for cross-checks ([`tap`]);
 //! - every request is counted once, in [`recorder`].
 
 use std::net::SocketAddr;
@@ -24,12 +27,11 @@ use axum::http::{Method, Request, Response, StatusCode, Uri};
 use gpumesh_scheduler::Outcome;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::directory::{Directory, Picked, Requirements, WorkerKey};
 use crate::error::{ClientError, GatewayError};
-use crate::metrics::{Metrics, ServiceLabels};
+use crate::metrics::Metrics;
 use crate::sources::Source;
 
 mod body;
@@ -38,12 +40,16 @@ mod headers;
 mod hedge;
 mod recorder;
 mod retry;
+mod tap;
 
-use body::{FinishGuard, Tracked};
+pub use body::Deadline;
+use body::{Deadlines, FinishGuard, Tracked};
 pub use headers::{forward_headers, strip_hop_by_hop};
 use hedge::{Hedge, HedgeBudget, PickGuard};
 pub use recorder::RequestMetrics;
 pub use retry::IDEMPOTENCY_KEY;
+pub use tap::{AnswerTap, Served, TEE_LIMIT};
+use tap::{Draft, Tee};
 
 /// Request bodies up to this size are buffered and may be re-sent to another worker.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
@@ -82,8 +88,12 @@ pub struct Forwarder {
     client: client::UpstreamClient,
     upstream_timeout: Duration,
     read_timeout: Duration,
+    ttfb_timeout: Duration,
+    response_deadline: Duration,
     max_body: usize,
     max_attempts: u32,
+    /// Hears of real requests and gets sampled answers (`None`: no answer checks).
+    tap: Option<Arc<dyn AnswerTap>>,
     /// Hedge safe requests after this long without response headers (`None`: never).
     hedge_after: Option<Duration>,
     hedges: Arc<HedgeBudget>,
@@ -114,6 +124,16 @@ struct Attempts {
     started: Instant,
 }
 
+/// What `respond` needs of the request beside the worker's response.
+struct Answer {
+    /// When the gateway received the request (deadlines and latency run from here).
+    started: Instant,
+    /// A HEAD request (its answer has no body).
+    head: bool,
+    /// The request kept for a cross-check, if sampled.
+    draft: Option<Draft>,
+}
+
 /// What to do after one attempt failed.
 enum Next {
     Retry,
@@ -130,6 +150,9 @@ impl Forwarder {
             client: client::build(config),
             upstream_timeout: config.upstream_timeout,
             read_timeout: config.read_timeout,
+            ttfb_timeout: config.ttfb_timeout,
+            response_deadline: config.response_deadline,
+            tap: None,
             max_body: config.max_body_bytes,
             max_attempts: config.max_attempts,
             hedge_after: config.hedge_after,
@@ -137,6 +160,30 @@ impl Forwarder {
             requests: RequestMetrics::new(metrics.clone()),
             metrics,
         })
+    }
+
+    /// Tells `tap` about real requests and hands it sampled answers.
+    #[must_use]
+    pub fn with_tap(mut self, tap: Arc<dyn AnswerTap>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// The pooled client's request, for answer checks: sent through the same pool and
+    /// SSRF-guarded resolver as real requests.
+    ///
+    /// # Errors
+    /// The client's error when no response headers came.
+    pub async fn send_check(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
+
+    /// The response deadline requests run under.
+    pub fn response_deadline(&self) -> Duration {
+        self.response_deadline
     }
 
     /// Where every request is counted.
@@ -156,6 +203,9 @@ impl Forwarder {
     ) -> Result<Response<Body>, GatewayError> {
         let service = std::mem::take(&mut req.service);
         let started = req.started;
+        if let Some(tap) = &self.tap {
+            tap.request(&service);
+        }
         self.attempt(directory, &service, req)
             .await
             .map_err(|(err, source)| {
@@ -215,6 +265,10 @@ impl Forwarder {
             resend_after_break: retry::resend_after_break(&req.method, &req.headers),
             started: req.started,
         };
+        let mut draft = match (&self.tap, &body) {
+            (Some(tap), OutBody::Replayable(bytes)) => Draft::of(tap, service, &req, bytes),
+            _ => None,
+        };
         let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
         loop {
             let picked = match directory.pick(&req.requirements, tries.avoid, Instant::now()) {
@@ -257,7 +311,12 @@ impl Forwarder {
             let failure = match sent {
                 Ok(Ok(resp)) => {
                     let head = req.method == Method::HEAD;
-                    return Ok(self.respond(directory, picked, service, resp, req.started, head));
+                    let answer = Answer {
+                        started: req.started,
+                        head,
+                        draft: draft.take(),
+                    };
+                    return Ok(self.respond(directory, picked, service, resp, answer));
                 }
                 Err(()) => None,
                 Ok(Err(e)) => Some(e),
@@ -329,67 +388,19 @@ impl Forwarder {
         }
     }
 
-    /// After an attempt failed (`failure`: the client's error; `None`: no response headers
-    /// within the upstream timeout): ends the pick and decides whether another worker gets
-    /// the request.
-    fn judge(
-        &self,
-        directory: &Directory,
-        service: &str,
-        picked: &Picked,
-        failure: Option<hyper_util::client::legacy::Error>,
-        replayable: bool,
-        tries: &mut Attempts,
-    ) -> Next {
-        let started = tries.started;
-        let err = match failure {
-            None => GatewayError::WorkerTimeout {
-                worker: picked.id.to_string(),
-                after_ms: u64::try_from(self.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
-            },
-            Some(e) => {
-                let failure = retry::Failure::of(&e);
-                if failure.may_retry(tries.resend_after_break)
-                    && replayable
-                    && tries.made < self.max_attempts
-                {
-                    debug!(worker = %picked.id, service, error = %e, "worker unreachable; trying another");
-                    directory.finish(picked, Outcome::Failure, started.elapsed(), Instant::now());
-                    self.metrics
-                        .retries
-                        .get_or_create(&ServiceLabels {
-                            service: service.to_owned(),
-                        })
-                        .inc();
-                    tries.unreachable =
-                        Some((failure.error(&picked.id, self.max_body), picked.source));
-                    tries.avoid = Some(picked.key);
-                    return Next::Retry;
-                }
-                debug!(worker = %picked.id, error = %e, "forwarding error");
-                failure.error(&picked.id, self.max_body)
-            }
-        };
-        // A body over the limit is the client's fault, not the worker's.
-        let outcome = if matches!(err, GatewayError::PayloadTooLarge { .. }) {
-            Outcome::Cancelled
-        } else {
-            Outcome::Failure
-        };
-        warn!(worker = %picked.id, service, code = err.code(), "forwarding failed");
-        directory.finish(picked, outcome, started.elapsed(), Instant::now());
-        Next::Fail((err, Some(picked.source)))
-    }
-
     fn respond(
         &self,
         directory: &Arc<Directory>,
         picked: Picked,
         service: &str,
         resp: Response<Incoming>,
-        started: Instant,
-        method_is_head: bool,
+        answer: Answer,
     ) -> Response<Body> {
+        let Answer {
+            started,
+            head: method_is_head,
+            draft,
+        } = answer;
         let (mut parts, incoming) = resp.into_parts();
         let status = parts.status;
         strip_hop_by_hop(&mut parts.headers);
@@ -409,6 +420,7 @@ impl Forwarder {
             started,
             server_error: status.is_server_error(),
             done: false,
+            tee: None,
         };
         // hyper stops polling a body once Content-Length bytes are out, so the end is
         // detected by counting, not only by the body's end.
@@ -421,16 +433,16 @@ impl Forwarder {
         } else {
             content_length(&parts.headers)
         };
-        let mut tracked = Tracked {
-            inner: incoming,
-            guard,
-            remaining,
-            read_timeout: self.read_timeout,
-            timer: None,
-            armed: false,
+        let deadlines = Deadlines {
+            ttfb: tokio::time::Instant::from_std(started + self.ttfb_timeout),
+            total: tokio::time::Instant::from_std(started + self.response_deadline),
         };
+        let mut tracked = Tracked::new(incoming, guard, remaining, self.read_timeout, deadlines);
+        if status.is_success() && !bodiless {
+            tracked.guard.tee = draft.and_then(|d| Tee::start(d, remaining));
+        }
         if remaining == Some(0) {
-            tracked.guard.finish(Some(true));
+            tracked.guard.finish(body::End::Complete);
         }
         Response::from_parts(parts, Body::new(tracked))
     }
@@ -448,7 +460,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// `{tunnel_url}/{path}?{query}`, keeping the tunnel URL's own base path. The base URL was
 /// parsed and checked once, when the record arrived.
-fn upstream_uri(picked: &Picked, path: &str, query: Option<&str>) -> Result<Uri, ()> {
+pub(crate) fn upstream_uri(picked: &Picked, path: &str, query: Option<&str>) -> Result<Uri, ()> {
     let base = picked.url.as_str().trim_end_matches('/');
     let len = base.len() + 2 + path.len() + query.map_or(0, str::len);
     let mut s = String::with_capacity(len);

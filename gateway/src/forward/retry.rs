@@ -8,10 +8,17 @@
 //! chain once; the retry decision then lives on the result ([`Failure::may_retry`]), so every
 //! caller agrees on it.
 
-use axum::http::Method;
-use http_body_util::LengthLimitError;
+use std::time::Instant;
 
+use axum::http::Method;
+use gpumesh_scheduler::Outcome;
+use http_body_util::LengthLimitError;
+use tracing::{debug, warn};
+
+use super::{Attempts, Deadline, Forwarder, Next};
+use crate::directory::{Directory, Picked};
 use crate::error::GatewayError;
+use crate::metrics::ServiceLabels;
 
 /// Whether a request whose connection broke before any answer may be sent to another worker:
 /// idempotent methods (RFC 9110 §9.2.2), and any method carrying an `Idempotency-Key` header
@@ -98,5 +105,63 @@ impl Failure {
             worker: worker.to_owned(),
             detail,
         }
+    }
+}
+impl Forwarder {
+    /// After an attempt failed (`failure`: the client's error; `None`: no response headers
+    /// within the upstream timeout): ends the pick and decides whether another worker gets
+    /// the request.
+    pub(super) fn judge(
+        &self,
+        directory: &Directory,
+        service: &str,
+        picked: &Picked,
+        failure: Option<hyper_util::client::legacy::Error>,
+        replayable: bool,
+        tries: &mut Attempts,
+    ) -> Next {
+        let started = tries.started;
+        let err = match failure {
+            None => GatewayError::WorkerTimeout {
+                worker: picked.id.to_string(),
+                after_ms: u64::try_from(self.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+            Some(e) => {
+                let failure = Failure::of(&e);
+                if failure.may_retry(tries.resend_after_break)
+                    && replayable
+                    && tries.made < self.max_attempts
+                {
+                    debug!(worker = %picked.id, service, error = %e, "worker unreachable; trying another");
+                    directory.finish(picked, Outcome::Failure, started.elapsed(), Instant::now());
+                    self.metrics
+                        .retries
+                        .get_or_create(&ServiceLabels {
+                            service: service.to_owned(),
+                        })
+                        .inc();
+                    tries.unreachable =
+                        Some((failure.error(&picked.id, self.max_body), picked.source));
+                    tries.avoid = Some(picked.key);
+                    return Next::Retry;
+                }
+                debug!(worker = %picked.id, error = %e, "forwarding error");
+                failure.error(&picked.id, self.max_body)
+            }
+        };
+        // A body over the limit is the client's fault, not the worker's.
+        let outcome = if matches!(err, GatewayError::PayloadTooLarge { .. }) {
+            Outcome::Cancelled
+        } else {
+            Outcome::Failure
+        };
+        warn!(worker = %picked.id, service, code = err.code(), "forwarding failed");
+        directory.finish(picked, outcome, started.elapsed(), Instant::now());
+        if matches!(err, GatewayError::WorkerTimeout { .. }) {
+            // No response head in time: the first byte's deadline, missed before the body.
+            let kind = Deadline::Ttfb.label();
+            directory.deadline_missed(picked.key, kind, started.elapsed(), Instant::now());
+        }
+        Next::Fail((err, Some(picked.source)))
     }
 }

@@ -22,7 +22,6 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use prometheus_client::registry::Registry;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -129,9 +128,8 @@ pub fn node_config(config: &Config) -> Result<NodeConfig, RunError> {
 
 /// Starts the node, registering its metrics into `registry` (one `/metrics` for both). With
 /// `config.dht_view_file`, the saved view is reloaded (verified again) before this returns,
-/// so that the gateway serves with it from its first request, and kept saved
-/// ([`view_file::keep`]) until `shutdown`. The saver's task is returned so that the gateway
-/// can wait for its last write before it exits.
+/// so that the gateway serves with it from its first request; the trust states saved with it
+/// are returned for the directory. The gateway keeps the file saved with [`view_file::keep`].
 ///
 /// # Errors
 /// [`RunError::Dht`] when the node cannot start (bad key file, port taken).
@@ -139,23 +137,18 @@ pub async fn start(
     config: &Config,
     registry: &mut Registry,
     shutdown: CancellationToken,
-) -> Result<(DhtHandle, Option<JoinHandle<()>>), RunError> {
+) -> Result<(DhtHandle, view_file::SavedTrust), RunError> {
     let nc = node_config(config)?;
     nc.metrics.register(registry);
-    let handle =
-        gpumesh_dht::spawn(nc, shutdown.clone()).map_err(|e| RunError::Dht(e.to_string()))?;
-    let mut saver = None;
+    let handle = gpumesh_dht::spawn(nc, shutdown).map_err(|e| RunError::Dht(e.to_string()))?;
+    let mut trust = Vec::new();
     if let Some(path) = &config.dht_view_file {
-        if let Err(e) = view_file::load(&handle, path).await {
-            warn!(error = %e, "saved worker view ignored");
+        match view_file::load(&handle, path).await {
+            Ok(saved) => trust = saved,
+            Err(e) => warn!(error = %e, "saved worker view ignored"),
         }
-        saver = Some(tokio::spawn(view_file::keep(
-            handle.clone(),
-            path.clone(),
-            shutdown,
-        )));
     }
-    Ok((handle, saver))
+    Ok((handle, trust))
 }
 
 fn upsert(entry: WorkerEntry) -> Change {

@@ -7,18 +7,36 @@
 //! on load ([`gpumesh_dht::DhtHandle::import_records`]), so a stale or edited file cannot
 //! inject a worker: expired records are refused, forged ones fail their signature.
 //!
-//! Format: the magic `GPMVIEW1`, then per record a little-endian `u32` length and the
-//! envelope bytes. Written to a temporary file and renamed, so a crash mid-write leaves the
-//! previous file whole.
+//! The file also keeps the gateway's trust in each worker (live or departed): a restart must
+//! not forgive a worker that failed its canaries. Trust is the gateway's own judgement, not
+//! signed by anyone; an operator forgives workers by deleting the file.
+//!
+//! Format: the magic `GPMVIEW2`, a little-endian `u32` length and that many bytes of JSON
+//! (`[[worker id, trust state], …]`), then per record a little-endian `u32` length and the
+//! envelope bytes. Files of the previous format (`GPMVIEW1`: records only) are still read.
+//! Written to a temporary file and renamed, so a crash mid-write leaves the previous file
+//! whole.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use gpumesh_dht::DhtHandle;
+use gpumesh_scheduler::TrustState;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-const MAGIC: &[u8; 8] = b"GPMVIEW1";
+use crate::directory::Directory;
+
+const MAGIC: &[u8; 8] = b"GPMVIEW2";
+/// The records-only format, still read.
+const MAGIC_V1: &[u8; 8] = b"GPMVIEW1";
+/// Largest trust section accepted (about 100 bytes per worker).
+const MAX_TRUST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Saved trust: worker id and state.
+pub type SavedTrust = Vec<(String, TrustState)>;
 /// Largest envelope accepted from the file (records are capped at a few KiB).
 const MAX_ENVELOPE: usize = 64 * 1024;
 /// Most records read from one file.
@@ -42,9 +60,17 @@ pub enum ViewFileError {
     Format(PathBuf),
 }
 
-/// Encodes envelopes into the file format.
-pub fn encode<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+/// Encodes trust states and envelopes into the file format.
+pub fn encode<'a>(
+    trust: &[(String, TrustState)],
+    envelopes: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
+    let json = serde_json::to_vec(trust).unwrap_or_else(|_| b"[]".to_vec());
+    out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(0).to_le_bytes());
+    if u32::try_from(json.len()).is_ok() {
+        out.extend_from_slice(&json);
+    }
     for e in envelopes {
         let Ok(len) = u32::try_from(e.len()) else {
             continue;
@@ -55,9 +81,25 @@ pub fn encode<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     out
 }
 
-/// Decodes the file format; `None` when the bytes are not a whole view file.
-pub fn decode(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
+/// Decodes the file format (trust states and envelopes); `None` when the bytes are not a
+/// whole view file.
+pub fn decode(bytes: &[u8]) -> Option<(SavedTrust, Vec<Vec<u8>>)> {
+    let (trust, rest) = match bytes.strip_prefix(MAGIC.as_slice()) {
+        Some(rest) => {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > MAX_TRUST_BYTES || len > tail.len() {
+                return None;
+            }
+            let trust: SavedTrust = serde_json::from_slice(&tail[..len]).ok()?;
+            (trust, &tail[len..])
+        }
+        None => (Vec::new(), bytes.strip_prefix(MAGIC_V1.as_slice())?),
+    };
+    Some((trust, decode_envelopes(rest)?))
+}
+
+fn decode_envelopes(mut rest: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         if out.len() >= MAX_RECORDS {
@@ -74,13 +116,21 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-/// Writes the node's current view to `path` (atomically: temporary file, then rename).
+/// Writes the node's current view and the directory's trust states to `path` (atomically:
+/// temporary file, then rename).
 ///
 /// # Errors
 /// [`ViewFileError::Io`] when the file cannot be written.
-pub async fn save(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileError> {
+pub async fn save(
+    handle: &DhtHandle,
+    directory: &Directory,
+    path: &Path,
+) -> Result<usize, ViewFileError> {
     let workers = handle.registry().workers();
-    let bytes = encode(workers.iter().map(|w| &*w.envelope));
+    let bytes = encode(
+        &directory.trust_states(),
+        workers.iter().map(|w| &*w.envelope),
+    );
     let io = |source| ViewFileError::Io {
         path: path.to_owned(),
         source,
@@ -93,15 +143,15 @@ pub async fn save(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileErro
     Ok(workers.len())
 }
 
-/// Reads `path` and imports its records into the node (verified again there). A missing file
-/// is a fresh start, not an error.
+/// Reads `path` and imports its records into the node (verified again there); returns the
+/// saved trust states for the directory. A missing file is a fresh start, not an error.
 ///
 /// # Errors
 /// [`ViewFileError`] when the file exists but cannot be read or is not a view file.
-pub async fn load(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileError> {
+pub async fn load(handle: &DhtHandle, path: &Path) -> Result<SavedTrust, ViewFileError> {
     let bytes = match tokio::fs::read(path).await {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(ViewFileError::Io {
                 path: path.to_owned(),
@@ -109,7 +159,8 @@ pub async fn load(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileErro
             });
         }
     };
-    let envelopes = decode(&bytes).ok_or_else(|| ViewFileError::Format(path.to_owned()))?;
+    let (trust, envelopes) =
+        decode(&bytes).ok_or_else(|| ViewFileError::Format(path.to_owned()))?;
     let read = envelopes.len();
     match handle.import_records(envelopes).await {
         Ok(summary) => {
@@ -118,20 +169,23 @@ pub async fn load(handle: &DhtHandle, path: &Path) -> Result<usize, ViewFileErro
                 read,
                 imported = summary.imported,
                 rejected = summary.rejected,
+                trust = trust.len(),
                 "saved worker view loaded"
             );
-            Ok(summary.imported)
         }
-        Err(e) => {
-            warn!(error = %e, "saved worker view not imported");
-            Ok(0)
-        }
+        Err(e) => warn!(error = %e, "saved worker view not imported"),
     }
+    Ok(trust)
 }
 
 /// Saves the view every [`SAVE_EVERY`] and once more at shutdown (the gateway loads the saved
 /// view with [`load`] before it serves).
-pub async fn keep(handle: DhtHandle, path: PathBuf, shutdown: CancellationToken) {
+pub async fn keep(
+    handle: DhtHandle,
+    directory: Arc<Directory>,
+    path: PathBuf,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
@@ -140,12 +194,12 @@ pub async fn keep(handle: DhtHandle, path: PathBuf, shutdown: CancellationToken)
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match save(&handle, &path).await {
+        match save(&handle, &directory, &path).await {
             Ok(n) => debug!(records = n, "worker view saved"),
             Err(e) => warn!(error = %e, "worker view not saved"),
         }
     }
-    match save(&handle, &path).await {
+    match save(&handle, &directory, &path).await {
         Ok(n) => info!(records = n, path = %path.display(), "worker view saved at shutdown"),
         Err(e) => warn!(error = %e, "worker view not saved at shutdown"),
     }
@@ -159,12 +213,28 @@ mod tests {
     fn round_trips_and_refuses_damaged_files() {
         let a = vec![1u8, 2, 3];
         let b = vec![9u8; 300];
-        let bytes = encode([a.as_slice(), b.as_slice()]);
-        assert_eq!(decode(&bytes), Some(vec![a, b]));
-        assert_eq!(decode(&encode([])), Some(vec![]));
+        let trust = vec![(
+            "w1".to_owned(),
+            TrustState {
+                score: 0.05,
+                verified: 1,
+                failed: 2,
+            },
+        )];
+        let bytes = encode(&trust, [a.as_slice(), b.as_slice()]);
+        assert_eq!(decode(&bytes), Some((trust, vec![a.clone(), b.clone()])));
+        assert_eq!(decode(&encode(&[], [])), Some((vec![], vec![])));
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "truncated");
         assert_eq!(decode(b"NOTVIEW1"), None, "wrong magic");
-        let mut huge = MAGIC.to_vec();
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&3u32.to_le_bytes());
+        v1.extend_from_slice(&a);
+        assert_eq!(
+            decode(&v1),
+            Some((vec![], vec![a])),
+            "the records-only format"
+        );
+        let mut huge = MAGIC_V1.to_vec();
         huge.extend_from_slice(&(MAX_ENVELOPE as u32 + 1).to_le_bytes());
         huge.extend(std::iter::repeat_n(0u8, MAX_ENVELOPE + 1));
         assert_eq!(decode(&huge), None, "oversized envelope");
