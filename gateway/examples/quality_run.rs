@@ -64,12 +64,15 @@ struct Sample {
 
 fn record(id: &str, model: &str, url: &str) -> WorkerRecord {
     let now = gpumesh_dht::rules::unix_ms();
+    // A plausible size for the model: its class's largest, at most 40 GiB.
+    let vram = gpumesh_dht::rules::plausible::gpu_class(model)
+        .map_or(40_960, |c| c.max_vram_mib().min(40_960));
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,
         issued_at_ms: now,
         expires_at_ms: now + 3_600_000,
-        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), 40_960, 40_000)],
+        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), vram, vram * 7 / 8)],
         load: LoadInfo {
             max_concurrency: SLOTS,
             ..LoadInfo::default()

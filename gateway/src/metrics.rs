@@ -63,7 +63,8 @@ pub struct WorkerLabels {
 pub struct RefusedLabels {
     /// `dht` or `registry`.
     pub source: String,
-    /// `upstream_policy` or `invalid`.
+    /// Why: `upstream_policy`, `invalid`, `implausible`, `stale` (refusals) or what was cut
+    /// (`concurrency`, `in_flight`, `queue_depth`).
     pub reason: String,
 }
 
@@ -144,6 +145,8 @@ pub struct Metrics {
     pub worker_in_flight: Family<WorkerLabels, Gauge>,
     /// Records refused before entering the view.
     pub records_refused: Family<RefusedLabels, Counter>,
+    /// Records and load reports whose claims were cut to a ceiling, by source and what was cut.
+    pub records_clamped: Family<RefusedLabels, Counter>,
     /// Bootstrap requests by outcome.
     pub bootstrap_requests: Family<OutcomeLabels, Counter>,
     /// Coordinator registry requests by operation and outcome.
@@ -182,6 +185,7 @@ impl Metrics {
             workers_by_gpu: Family::default(),
             worker_in_flight: Family::default(),
             records_refused: Family::default(),
+            records_clamped: Family::default(),
             bootstrap_requests: Family::default(),
             registry_requests: Family::default(),
             http_requests: Family::default(),
@@ -228,6 +232,11 @@ impl Metrics {
             "records_refused",
             "Worker records refused",
             m.records_refused.clone(),
+        );
+        r.register(
+            "records_clamped",
+            "Worker claims cut to a ceiling (concurrency, in-flight, queue depth)",
+            m.records_clamped.clone(),
         );
         r.register(
             "bootstrap_requests",

@@ -87,6 +87,10 @@ pub struct WorkerView {
     /// Failed requests to the worker through this gateway.
     #[serde(default)]
     pub failures: u64,
+    /// Seconds until this gateway's ejection of the worker ends (consecutive failures or a
+    /// refused connection), while it is ejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejected_for_s: Option<f64>,
     /// How far this gateway trusts the worker's answers, and what that makes of its traffic.
     #[serde(default)]
     pub trust: TrustView,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::error::LoadtestError;
+use crate::liars::{CLAIMED_PROFILE, CLAIMED_SLOTS, LiarGroup, TRUE_PROFILE};
 
 /// GPU classes handed out round-robin.
 pub const PROFILES: [&str; 4] = ["h100x2", "a100", "rtx3090", "t4"];
@@ -104,6 +105,8 @@ pub struct FleetWorker {
     pub speed: f64,
     /// The mock service's URL (also the worker's public URL).
     pub url: String,
+    /// `liars`: the group of a lying worker; `None` for an honest one.
+    pub liar: Option<LiarGroup>,
     /// The worker's service; `None` once the worker is killed.
     service: Option<MockService>,
     stop: CancellationToken,
@@ -233,12 +236,45 @@ impl Fleet {
     /// An invalid configuration, a port that cannot be bound, or a state directory that
     /// cannot be written.
     pub async fn add_worker(&mut self, index: usize) -> Result<String, LoadtestError> {
+        self.add(index, None).await
+    }
+
+    /// Starts one lying worker of `group` with position `index`: its agent claims
+    /// [`CLAIMED_PROFILE`] and [`CLAIMED_SLOTS`], its service reports those slots and behaves
+    /// as the group does (see [`crate::liars`]).
+    ///
+    /// # Errors
+    /// As [`Fleet::add_worker`].
+    pub async fn add_liar(
+        &mut self,
+        index: usize,
+        group: LiarGroup,
+    ) -> Result<String, LoadtestError> {
+        self.add(index, Some(group)).await
+    }
+
+    async fn add(
+        &mut self,
+        index: usize,
+        liar: Option<LiarGroup>,
+    ) -> Result<String, LoadtestError> {
         let (port, report_port) = (free_port()?, free_port()?);
-        let cfg = self.agent_config(index, port, report_port);
+        let mut cfg = self.agent_config(index, port, report_port);
+        let mut service_cfg = self.service_config(index, port, report_port);
+        let mut profile = PROFILES[index % PROFILES.len()];
+        if liar.is_some() {
+            cfg.gpu = GpuChoice::Profile(CLAIMED_PROFILE.to_owned());
+            cfg.max_concurrency = CLAIMED_SLOTS;
+            service_cfg.claim_slots = Some(CLAIMED_SLOTS);
+            service_cfg.speed = profile_speed(TRUE_PROFILE).unwrap_or(1.0);
+            profile = TRUE_PROFILE;
+        }
         cfg.validate()?;
         let id = gpumesh_probe::agent::worker_id(&cfg.state_dir)?;
-        let service = MockService::spawn(self.service_config(index, port, report_port)).await?;
-        let profile = PROFILES[index % PROFILES.len()];
+        let service = MockService::spawn(service_cfg).await?;
+        if let Some(group) = liar {
+            service.set_fault(group.fault()).await?;
+        }
         let stop = CancellationToken::new();
         let task = tokio::spawn(gpumesh_probe::run(cfg, stop.clone()));
         self.workers.push(FleetWorker {
@@ -247,11 +283,21 @@ impl Fleet {
             profile,
             speed: profile_speed(profile).unwrap_or(1.0),
             url: service.url(),
+            liar,
             service: Some(service),
             stop,
             task: Some(task),
         });
         Ok(id)
+    }
+
+    /// Work requests received so far by worker `index`'s service, answered or not (0 once it
+    /// is killed).
+    pub fn received(&self, index: usize) -> u64 {
+        self.workers[index]
+            .service
+            .as_ref()
+            .map_or(0, |s| s.state().received)
     }
 
     /// Requests served so far by worker `index`'s service (0 once it is killed).

@@ -12,6 +12,7 @@
 //! - [`observe`]: what the harness reads from a gateway over its HTTP API.
 //! - [`chaos`]: how long killed workers kept receiving traffic (`chaos`).
 //! - [`soak`]: resource series and their trends (`soak`).
+//! - [`liars`]: the lying groups, the run's canary file and its figures (`liars`).
 //! - [`report`]: [`Report`] as JSON, markdown and an SVG chart.
 //! - [`error`]: the crate's error type, [`LoadtestError`].
 
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod fleet;
 mod harness;
+pub mod liars;
 pub mod observe;
 pub mod report;
 pub mod run;

@@ -162,6 +162,59 @@ pub async fn central(http: &reqwest::Client, url: &str) -> Central {
     }
 }
 
+/// Canary and cross-check requests the gateway has sent (NaN when `/metrics` is unreadable).
+pub async fn checks_sent(http: &reqwest::Client, url: &str) -> f64 {
+    let text = async {
+        http.get(format!("{url}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    match text.await {
+        Some(text) => metric_sum(&text, CANARIES_METRIC) + metric_sum(&text, CROSS_CHECKS_METRIC),
+        None => f64::NAN,
+    }
+}
+
+/// The gateway's counter of canaries sent.
+const CANARIES_METRIC: &str = "gpumesh_gateway_canaries_total";
+/// The gateway's counter of cross-check replays sent.
+const CROSS_CHECKS_METRIC: &str = "gpumesh_gateway_cross_checks_total";
+
+/// The ids of workers not in `liars` that the gateway lists as ejected or distrusted now.
+pub async fn honest_workers_out(
+    http: &reqwest::Client,
+    url: &str,
+    liars: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    let Some(page) = get_json::<serde_json::Value>(http, &format!("{url}/api/workers")).await
+    else {
+        return Vec::new();
+    };
+    page.get("workers")
+        .and_then(|w| w.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|w| is_out(w))
+        .filter_map(|w| w.get("id")?.as_str())
+        .filter(|id| !liars.contains(*id))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether a worker of `/api/workers` is ejected or distrusted.
+fn is_out(worker: &serde_json::Value) -> bool {
+    let distrusted = worker
+        .pointer("/trust/distrusted")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let ejected = worker.get("ejected_for_s").is_some_and(|v| !v.is_null());
+    distrusted || ejected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::chaos::ChaosReport;
 use crate::error::LoadtestError;
+use crate::liars::LiarsReport;
 use crate::soak::SoakReport;
 use crate::traffic::Second;
 
@@ -97,6 +98,13 @@ pub struct Report {
     /// Failures whose answer lacked the documented JSON error body (also counted in
     /// `errors`).
     pub failures_without_error_body: u64,
+    /// 2xx answers delivered to clients, each checked against its request's known answer.
+    pub answers_delivered: u64,
+    /// Of those, answers that were wrong: garbage that reached a client.
+    pub garbage_answers_delivered: u64,
+    /// `liars`: the groups' figures (flattened: `honest_success_ratio`, `liar_groups`, …).
+    #[serde(flatten)]
+    pub liars: Option<LiarsReport>,
     /// `gateway-restart`: whether the gateway reloaded a saved view at restart.
     pub view_file: Option<bool>,
     /// Largest resident memory of the whole process seen during the run, MiB.
@@ -121,8 +129,38 @@ impl Report {
         self.write_figures(&mut s);
         self.write_errors(&mut s);
         self.write_soak(&mut s);
+        self.write_liars(&mut s);
         self.write_traffic_by_profile(&mut s);
         s
+    }
+
+    /// `liars`: one row per group, and the checks' cost.
+    fn write_liars(&self, s: &mut String) {
+        let Some(l) = &self.liars else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\n## Liars\n\nclient requests answered 2xx: {:.5}; honest workers ejected or \
+             distrusted: {}; canaries and cross-checks: {:.4} of the fleet's requests\n",
+            l.honest_success_ratio, l.honest_workers_ejected, l.canary_share_of_capacity
+        );
+        let _ = writeln!(
+            s,
+            "| group | workers | traffic share | true capacity share | share after 30 s | \
+             share after 60 s |\n|---|---|---|---|---|---|"
+        );
+        for (name, g) in &l.liar_groups {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.5} | {:.5} | {:.5} | {:.5} |",
+                g.workers,
+                g.traffic_share,
+                g.true_capacity_share,
+                g.share_after_30s,
+                g.share_after_60s
+            );
+        }
     }
 
     /// The headline table: one row per figure, with the restart and chaos rows only for the
@@ -176,6 +214,13 @@ impl Report {
         for (k, v) in self.restart_and_chaos_rows() {
             row(k, v);
         }
+        row(
+            "answers delivered (garbage)",
+            format!(
+                "{} ({})",
+                self.answers_delivered, self.garbage_answers_delivered
+            ),
+        );
         row(
             "failures without the JSON error body",
             self.failures_without_error_body.to_string(),

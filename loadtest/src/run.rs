@@ -66,7 +66,34 @@ fn gateway_for(
     }
     gw.registry_ttl = Duration::from_secs(90);
     gw.upstream_idle_per_host = FLEET_IDLE_PER_WORKER;
+    if config.scenario == Scenario::Liars {
+        checks_for_liars(&mut gw, root)?;
+    }
     Ok(gw)
+}
+
+/// The `liars` run's gateway checks answers: a canary file for every service, and deadlines
+/// that end a tarpit's answer.
+fn checks_for_liars(gw: &mut Config, root: &Path) -> Result<(), LoadtestError> {
+    let path = root.join("canaries.toml");
+    crate::liars::canary_file(&path)?;
+    let plan = gpumesh_gateway::checks::CheckPlan::load(&path)
+        .map_err(|e| LoadtestError::Usage(format!("the run's canary file: {e}")))?;
+    gw.checks = std::sync::Arc::new(plan);
+    // A mock answers in well under a second even when queued: deadlines far above that still
+    // end a tarpit's answer within the run.
+    gw.ttfb_timeout = Duration::from_secs(5);
+    gw.response_deadline = Duration::from_secs(10);
+    Ok(())
+}
+
+/// The workers that start with the fleet: all of them, except in `liars`, whose liars join
+/// later.
+fn honest_workers(config: &LoadtestConfig) -> usize {
+    match config.scenario {
+        Scenario::Liars => config.workers - crate::liars::liar_count(config.workers),
+        _ => config.workers,
+    }
 }
 
 /// The fleet of a run: fleet timings, a load period of 5 s, started at [`FLEET_START_RATE`].
@@ -78,7 +105,7 @@ fn fleet_for(
     root: &Path,
 ) -> FleetConfig {
     let timings = gw.dht_timings.unwrap_or_else(fleet_timings);
-    let mut fleet = FleetConfig::new(config.workers, url, token);
+    let mut fleet = FleetConfig::new(honest_workers(config), url, token);
     fleet.dht_enabled = gw.dht_enabled;
     fleet.timings = timings;
     fleet.refresh_every = timings.refresh_interval;
@@ -102,7 +129,8 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
     let mut fleet = Fleet::start(fleet_config(&url)).await?;
     let monitor = Monitor::start(http.clone(), url.clone(), started);
     // Timed from the fleet's start (`wait_for_workers` times only its own wait).
-    let discovery_s = match wait_for_workers(&url, config.workers, config.discovery_limit).await {
+    let wanted = honest_workers(config);
+    let discovery_s = match wait_for_workers(&url, wanted, config.discovery_limit).await {
         Ok(_) => started.elapsed().as_secs_f64(),
         Err(e) => {
             monitor.stop().await;
@@ -128,8 +156,13 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
         view_recovery_s,
         chaos,
         soak,
+        liars,
         ..
     } = window.outcome;
+    let liars = liars.map(|mut l| {
+        l.honest_success_ratio = summary.ok as f64 / summary.requests.max(1) as f64;
+        l
+    });
     Ok(Report {
         scenario: config.scenario.name().to_owned(),
         workers: config.workers,
@@ -155,6 +188,9 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
         failed_worker_traffic_stop_s: chaos.as_ref().and_then(|c| c.traffic_stop_max_s),
         chaos,
         failures_without_error_body: summary.failures_without_error_body,
+        answers_delivered: summary.answers_delivered,
+        garbage_answers_delivered: summary.garbage_answers_delivered,
+        liars,
         view_file: (config.scenario == Scenario::GatewayRestart).then_some(config.view_file),
         peak_rss_mib,
         soak,

@@ -20,6 +20,8 @@ pub enum Scenario {
     GatewayRestart,
     /// `DHT_ENABLED=false` everywhere: agents heartbeat to the gateway's registry.
     CoordinatorOnly,
+    /// 5 % of the fleet lies about its hardware or its answers (see [`crate::liars`]).
+    Liars,
     /// A long run with steady churn (a few % of workers killed and replaced every minute),
     /// sampling memory, file descriptors, view and DHT store sizes for leaks.
     Soak,
@@ -27,13 +29,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order the CLI lists them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Steady,
         Scenario::Chaos,
         Scenario::SlowWorker,
         Scenario::GatewayRestart,
         Scenario::CoordinatorOnly,
         Scenario::Soak,
+        Scenario::Liars,
     ];
 
     /// The CLI name.
@@ -45,6 +48,7 @@ impl Scenario {
             Scenario::GatewayRestart => "gateway-restart",
             Scenario::CoordinatorOnly => "coordinator-only",
             Scenario::Soak => "soak",
+            Scenario::Liars => "liars",
         }
     }
 }
@@ -78,6 +82,9 @@ pub const MAX_WORKERS: usize = 5000;
 pub const MAX_USERS: usize = 5000;
 /// Longest run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Shortest `liars` run: the liars join, then a minute passes, then 15 s are measured.
+pub const LIARS_MIN_DURATION: Duration = Duration::from_secs(90);
 
 /// Options of one run.
 #[derive(Debug, Clone)]
@@ -139,6 +146,17 @@ impl LoadtestConfig {
         }
         if self.scenario == Scenario::Chaos && self.workers < 5 {
             return bad("chaos needs at least 5 workers".to_owned());
+        }
+        if self.scenario == Scenario::Liars && self.workers < 20 {
+            return bad("liars needs at least 20 workers".to_owned());
+        }
+        if self.scenario == Scenario::Liars && self.duration < LIARS_MIN_DURATION {
+            return bad(format!(
+                "liars needs --duration of at least {}s: the liars join after {}s and their \
+                 share is measured from 60 s after that",
+                LIARS_MIN_DURATION.as_secs(),
+                crate::liars::JOIN_AFTER.as_secs()
+            ));
         }
         if !(self.churn_share > 0.0 && self.churn_share <= 0.5) {
             return bad("the churn share must be in (0, 0.5]".to_owned());

@@ -41,6 +41,9 @@ struct Inner {
     current: (usize, u64, u64, Histogram<u64>),
     errors: BTreeMap<String, u64>,
     unclear: u64,
+    /// 2xx answers whose `answer` was checked, and those that were wrong.
+    answers: u64,
+    garbage: u64,
 }
 
 /// Every answer of a run: latency (µs) and outcome.
@@ -70,6 +73,10 @@ pub struct Summary {
     /// Failures whose answer did not carry the documented JSON error body (`code`,
     /// `message`, `fault` ∈ client/worker/gateway): transport errors, timeouts, bare statuses.
     pub failures_without_error_body: u64,
+    /// 2xx answers delivered to clients (each checked against the request's known answer).
+    pub answers_delivered: u64,
+    /// 2xx answers whose `answer` field was wrong or missing: garbage that reached a client.
+    pub garbage_answers_delivered: u64,
 }
 
 impl Recorder {
@@ -83,6 +90,8 @@ impl Recorder {
                 current: (0, 0, 0, histogram()),
                 errors: BTreeMap::new(),
                 unclear: 0,
+                answers: 0,
+                garbage: 0,
             }),
         })
     }
@@ -112,6 +121,15 @@ impl Recorder {
         let _ = slot.3.record(us.min(120_000_000));
         if let Some(code) = error {
             *g.errors.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Counts a 2xx answer delivered to a client; `right`: its `answer` was the known one.
+    pub fn record_answer(&self, right: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.answers += 1;
+        if !right {
+            g.garbage += 1;
         }
     }
 
@@ -149,6 +167,8 @@ impl Recorder {
             latency_ms,
             errors: g.errors.clone(),
             failures_without_error_body: g.unclear,
+            answers_delivered: g.answers,
+            garbage_answers_delivered: g.garbage,
         }
     }
 
@@ -192,6 +212,9 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
         _ => "llm",
     };
     let path = format!("/api/service/{service}/run");
+    // Every body differs, so every answer is checked against its own known answer.
+    let body = request_body(n);
+    let expected = gpumesh_testkit::answer_for(&body);
     // OCR, embeddings and inference are pure functions: the users say so with an
     // Idempotency-Key (unique per request), so the gateway may repeat a request whose worker
     // died mid-request on another worker.
@@ -200,7 +223,7 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
         Ok(b) => GooseRequest::builder()
             .method(GooseMethod::Post)
             .path(path.as_str())
-            .set_request_builder(b.header("idempotency-key", key).body(vec![b'x'; 256]))
+            .set_request_builder(b.header("idempotency-key", key).body(body))
             .build(),
         Err(e) => {
             rec.record_unclear();
@@ -215,10 +238,14 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
         Ok(r) => match r.response {
             Err(e) if e.is_timeout() => Some("timeout".to_owned()),
             Err(_) => Some("transport".to_owned()),
-            Ok(resp) if resp.status().is_success() => {
-                let _ = resp.bytes().await;
-                None
-            }
+            Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+                Ok(bytes) => {
+                    rec.record_answer(is_right(&bytes, &expected));
+                    None
+                }
+                // The status came but the body broke off (a deadline cut a tarpit).
+                Err(_) => Some("body".to_owned()),
+            },
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let body = resp.json::<serde_json::Value>().await.ok();
@@ -230,13 +257,28 @@ async fn one_request(user: &mut GooseUser, rec: &Recorder, n: usize) -> Transact
             }
         },
     };
-    if matches!(error.as_deref(), Some("timeout" | "transport"))
+    if matches!(error.as_deref(), Some("timeout" | "transport" | "body"))
         || error.as_ref().is_some_and(|e| e.starts_with("goose: "))
     {
         rec.record_unclear();
     }
     rec.record(started.elapsed(), error);
     Ok(())
+}
+
+/// The 256-byte body of request `n`: its number, padded.
+fn request_body(n: usize) -> Vec<u8> {
+    let mut body = format!("request {n:012} ").into_bytes();
+    body.resize(256, b'x');
+    body
+}
+
+/// Whether an answer's `answer` field is `expected`.
+fn is_right(bytes: &[u8], expected: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("answer")?.as_str().map(|a| a == expected))
+        .unwrap_or(false)
 }
 
 /// The error `code` when `body` has the gateway's documented error shape: a non-empty
@@ -324,5 +366,24 @@ mod tests {
             (s.requests, s.failed, s.failures_without_error_body),
             (2, 1, 1)
         );
+    }
+
+    #[test]
+    fn answers_are_checked_against_their_own_body() {
+        let (a, b) = (request_body(1), request_body(2));
+        assert_eq!(a.len(), 256);
+        assert_ne!(a, b);
+        let right = serde_json::json!({"answer": gpumesh_testkit::answer_for(&a)}).to_string();
+        assert!(is_right(right.as_bytes(), &gpumesh_testkit::answer_for(&a)));
+        assert!(!is_right(
+            right.as_bytes(),
+            &gpumesh_testkit::answer_for(&b)
+        ));
+        assert!(!is_right(b"not json", "x"));
+        let rec = Recorder::new();
+        rec.record_answer(true);
+        rec.record_answer(false);
+        let s = rec.summary();
+        assert_eq!((s.answers_delivered, s.garbage_answers_delivered), (2, 1));
     }
 }

@@ -18,7 +18,7 @@ pub struct Args {
     /// Traffic time after every worker is discovered (`30s`, `2m`).
     #[arg(long, default_value = "30s")]
     duration: String,
-    /// steady, chaos, slow-worker, gateway-restart, coordinator-only or soak.
+    /// steady, chaos, slow-worker, gateway-restart, coordinator-only, soak or liars.
     #[arg(long, default_value = "steady")]
     scenario: String,
     /// gateway-restart: restart without the saved view file (measures a blind restart).

@@ -332,6 +332,7 @@ fn view_schemas() -> Value {
                 "load": {"$ref": "#/components/schemas/LoadInfo"}, "agent_version": {"type": "string"},
                 "last_attempt_ms": uint(u64::MAX), "first_failure_ms": uint(u64::MAX),
                 "failures": uint(u64::MAX),
+                "ejected_for_s": {"type": "number", "minimum": 0},
                 "trust": {"$ref": "#/components/schemas/TrustView"}}},
         "TrustView": trust_schema(),
         "WorkersResponse": {"type": "object", "required": ["workers", "count"], "properties": {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::WorkerRecord;
+use gpumesh_dht::rules::plausible::{ClaimLimits, Implausible, clamp_claims, clamp_load};
 use gpumesh_dht::rules::unix_ms;
 use gpumesh_scheduler::{NoEligible, Outcome, Scheduler};
 use rand::SeedableRng;
@@ -54,6 +55,9 @@ pub enum Refused {
     /// A malformed record (empty id, no service, bad service name).
     #[error("invalid record: {0}")]
     Invalid(&'static str),
+    /// A claim no machine can make (see [`gpumesh_dht::rules::plausible`]).
+    #[error(transparent)]
+    Implausible(#[from] Implausible),
     /// An older `seq` than the record held.
     #[error("seq {got} is not newer than the held {have}")]
     Stale {
@@ -73,6 +77,7 @@ impl Refused {
         match self {
             Refused::Policy(_) => "upstream_policy",
             Refused::Invalid(_) => "invalid",
+            Refused::Implausible(_) => "implausible",
             Refused::Stale { .. } => "stale",
             Refused::Unknown(_) => "unknown",
         }
@@ -160,6 +165,17 @@ impl Directory {
         }
     }
 
+    /// Counts a claim cut to its ceiling.
+    fn clamped(&self, source: Source, reason: &str) {
+        self.metrics
+            .records_clamped
+            .get_or_create(&RefusedLabels {
+                source: source.as_str().to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -207,12 +223,15 @@ impl Directory {
 
     fn upsert(
         &self,
-        record: WorkerRecord,
+        mut record: WorkerRecord,
         source: Source,
         lease_until_ms: Option<u64>,
         now: Instant,
     ) -> Result<(), Refused> {
         worker::check_record(&record)?;
+        if let Some(clamp) = clamp_claims(&mut record, &ClaimLimits::default()) {
+            self.clamped(source, clamp.label());
+        }
         let url = Arc::new(self.policy.check_url(&record.tunnel_url)?);
         let mut table = self.lock();
         let (id, gauge, old_tally, reason) = match table.by_id(&record.peer_id) {
@@ -294,7 +313,10 @@ impl Directory {
             return Err(Refused::Unknown(id));
         };
         let regpu = refresh.gpus.is_some();
-        if let Some(load) = refresh.load {
+        if let Some(mut load) = refresh.load {
+            if let Some(clamp) = clamp_load(&mut load, &ClaimLimits::default()) {
+                self.clamped(source, clamp.label());
+            }
             w.record.load = load;
         }
         if let Some(state) = refresh.state {

@@ -112,5 +112,6 @@ fn api_view(
         },
         slots_learned: snapshot.map_or(0, |s| s.slots_learned),
     };
-    worker::api_view(w, in_flight, log, trust, now)
+    let ejected_for_s = snapshot.and_then(|s| s.ejected_for_s);
+    worker::api_view(w, in_flight, log, trust, ejected_for_s, now)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::{self, WorkerRecord, WorkerState};
+use gpumesh_dht::rules::plausible::{ClaimLimits, check_claims};
 use gpumesh_dht::rules::{MAX_ID_LEN, check_schema, unix_ms};
 use gpumesh_scheduler::{Gpu, PublishedLoad, WorkerKey};
 use prometheus_client::metrics::gauge::Gauge;
@@ -50,7 +51,8 @@ pub(super) struct Worker {
 }
 
 /// The record rules the table applies on top of the source's own checks: the rulebook's
-/// schema ([`check_schema`]; service names are valid by type), a peer id that is safe to log
+/// schema ([`check_schema`]; service names are valid by type) and plausible claims
+/// ([`check_claims`]: every source, the registry included, passes here), a peer id that is safe to log
 /// and to use as a metric label, and at least one service.
 pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
     let id = &record.peer_id;
@@ -64,7 +66,9 @@ pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
     }
     check_schema(record).map_err(|_| {
         Refused::Invalid("the record breaks the schema limits (services, text, URL or GPUs)")
-    })
+    })?;
+    check_claims(record, &ClaimLimits::default())?;
+    Ok(())
 }
 
 /// The scheduler's view of a record whose load was measured at `load_at_ms` (ms since the
@@ -138,6 +142,7 @@ pub(super) fn api_view(
     in_flight: u32,
     log: AttemptLog,
     trust: TrustView,
+    ejected_for_s: Option<f64>,
     now: Instant,
 ) -> WorkerView {
     let r = &w.record;
@@ -157,6 +162,7 @@ pub(super) fn api_view(
         last_attempt_ms: log.last_attempt_ms,
         first_failure_ms: log.first_failure_ms,
         failures: log.failures,
+        ejected_for_s,
         trust,
     }
 }

@@ -163,12 +163,15 @@ fn header_limits_below_the_server_minimum_are_refused() {
 fn worker_record(id: &str, model: &str, url: &str) -> gpumesh_dht::record::WorkerRecord {
     use gpumesh_dht::record::{GpuInfo, LoadInfo, WorkerRecord};
     let now = gpumesh_dht::rules::unix_ms();
+    // A plausible size for the model: its class's largest, at most 80 GiB.
+    let vram = gpumesh_dht::rules::plausible::gpu_class(model)
+        .map_or(81_920, |c| c.max_vram_mib().min(81_920));
     WorkerRecord {
         peer_id: id.to_owned(),
         seq: 1,
         issued_at_ms: now,
         expires_at_ms: now + 600_000,
-        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), 81_920, 70_000)],
+        gpus: vec![GpuInfo::new(model, format!("GPU-{id}"), vram, vram * 7 / 8)],
         load: LoadInfo {
             max_concurrency: 4,
             ..LoadInfo::default()

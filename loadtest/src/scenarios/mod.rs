@@ -8,10 +8,12 @@
 //! - [`slow_worker`]: a tenth of the workers turn ten times slower for a third of the run.
 //! - [`gateway_restart`]: the gateway restarts; time until its view is whole again.
 //! - [`soak`]: steady churn all along, sampling resources for leaks.
+//! - [`liars`]: 5 % of the fleet joins and lies; where their traffic goes.
 
 mod chaos;
 mod coordinator_only;
 mod gateway_restart;
+mod liars;
 mod slow_worker;
 mod soak;
 mod steady;
@@ -22,6 +24,7 @@ use crate::chaos::ChaosReport;
 use crate::error::LoadtestError;
 use crate::fleet::Fleet;
 use crate::harness::GatewayProc;
+use crate::liars::LiarsReport;
 use crate::observe::Central;
 use crate::scenario::{LoadtestConfig, Scenario};
 use crate::soak::SoakReport;
@@ -59,6 +62,8 @@ pub(crate) struct Outcome {
     /// `gateway-restart`: the central counters just before the restart (the restarted
     /// gateway counts from zero).
     pub(crate) central_before_restart: Option<Central>,
+    /// `liars`: the groups' figures.
+    pub(crate) liars: Option<LiarsReport>,
 }
 
 /// Runs the scenario's event while the traffic runs.
@@ -73,6 +78,7 @@ pub(crate) async fn during(ctx: &mut Ctx<'_>) -> Result<Outcome, LoadtestError> 
         Scenario::SlowWorker => slow_worker::during(ctx).await,
         Scenario::GatewayRestart => gateway_restart::during(ctx).await,
         Scenario::Soak => Ok(soak::during(ctx).await),
+        Scenario::Liars => liars::during(ctx).await,
     }
 }
 
