@@ -9,12 +9,13 @@
 //! - **Slots** follow AIMD, as TCP's congestion window and Netflix's `concurrency-limits` do.
 //!   A new worker starts at a prior no higher than [`CapacityConfig::prior_slots`], the
 //!   fleet's median *learned* slots (so that a crowd of sybil claims cannot raise it) and its
-//!   own claim. It gains one slot when a request succeeds while the worker held at least its
-//!   learned slots in flight *and* the answer came no slower than `1 + probe_margin` times its
-//!   latency estimate: it really served that concurrency (Little's law, L = λW, at the
-//!   concurrency it was given), where a worker that only queues the extra request answers it
-//!   late. It never rises above the claim or [`CapacityConfig::max_slots`]; it halves on a
-//!   failure; a claim below it lowers it at once (an honest worker that became busy).
+//!   own claim. It gains one slot when answers given with more than its credited slots in
+//!   flight came, on average, about as fast as answers given without: it really served that
+//!   concurrency (Little's law, L = λW: at the same W, more in flight is more served), where a
+//!   worker that only queues the extra request answers it later by about one service time in
+//!   `slots` ([`LearnedSlots::on_success`]). It never rises above the claim or
+//!   [`CapacityConfig::max_slots`]; it halves on a failure; a claim below it lowers it at once
+//!   (an honest worker that became busy).
 //! - **Speed**: the GPU class factor ([`crate::gpu`]) is a ceiling and the prior (an unknown
 //!   model gets [`crate::gpu::UNKNOWN_SPEED`], never the best). Once the worker has latency
 //!   samples, the speed used is `min(class, observed × (1 + probe_margin))`, observed = the
@@ -41,9 +42,11 @@ pub struct CapacityConfig {
     /// The most slots learning ever credits, whatever the claim: keeps the largest sampling
     /// weight within a small multiple of a typical one, so that rejection sampling stays cheap.
     pub max_slots: u32,
-    /// How much faster than observed a worker may read (speed), and how much slower than its
-    /// estimate an answer may come and still count as served concurrency (slots).
+    /// How much faster than observed a worker may read: room to win back weight after a slow
+    /// spell.
     pub probe_margin: f64,
+    /// Answers above the credited slots averaged before one more slot is earned.
+    pub grow_after: u32,
     /// How often, at most, the fleet's median learned slots is recomputed (O(n), off the pick
     /// path).
     pub median_every: Duration,
@@ -56,6 +59,7 @@ impl CapacityConfig {
         prior_slots: 4,
         max_slots: 64,
         probe_margin: 0.25,
+        grow_after: 16,
         median_every: Duration::from_secs(1),
     };
 
@@ -65,6 +69,7 @@ impl CapacityConfig {
         prior_slots: u32::MAX,
         max_slots: u32::MAX,
         probe_margin: f64::INFINITY,
+        grow_after: u32::MAX,
         median_every: Duration::from_secs(1),
     };
 }
@@ -75,57 +80,114 @@ impl Default for CapacityConfig {
     }
 }
 
-/// The slots this scheduler credits a worker with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LearnedSlots(u32);
+/// Weight of one sample in the unloaded-latency average.
+const UNLOADED_ALPHA: f64 = 0.1;
+
+/// The slots this scheduler credits a worker with, and the latency figures that decide
+/// whether it has earned one more.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedSlots {
+    slots: u32,
+    /// Average latency of successes that ended with no more than `slots` in flight: the
+    /// worker's service time when nothing waits (if the credited slots are real).
+    unloaded_s: Option<f64>,
+    /// Sum and count of latencies of successes that ended with more than `slots` in flight:
+    /// the trial of one more slot.
+    loaded_sum_s: f64,
+    loaded_n: u32,
+}
 
 impl LearnedSlots {
     /// A new worker's slots: its claim bounded by the prior and the fleet's median.
     pub fn new(claim: u32, fleet_median: u32, cfg: &CapacityConfig) -> Self {
         let claim = claim.max(1);
-        if !cfg.learn {
-            return Self(claim);
+        let slots = if cfg.learn {
+            claim.min(cfg.prior_slots).min(fleet_median).max(1)
+        } else {
+            claim
+        };
+        Self {
+            slots,
+            unloaded_s: None,
+            loaded_sum_s: 0.0,
+            loaded_n: 0,
         }
-        Self(claim.min(cfg.prior_slots).min(fleet_median).max(1))
     }
 
     /// The slots now (at least 1).
     #[inline]
-    pub fn get(self) -> u32 {
-        self.0
+    pub fn get(&self) -> u32 {
+        self.slots
     }
 
     /// A new claim: a lower one lowers the slots at once; a higher one only lifts the ceiling.
     pub fn on_claim(&mut self, claim: u32, cfg: &CapacityConfig) {
         let claim = claim.max(1);
-        self.0 = if cfg.learn { self.0.min(claim) } else { claim };
+        let slots = if cfg.learn {
+            self.slots.min(claim)
+        } else {
+            claim
+        };
+        self.set(slots);
     }
 
     /// A success that ended while `in_flight` requests (this one included) were at the
-    /// worker, `latency_s` after it was sent, against an estimate of `estimate_s` before it.
-    /// Returns whether the slots grew.
+    /// worker, `latency_s` after it was sent. Returns whether the slots grew.
+    ///
+    /// One more slot is earned when [`CapacityConfig::grow_after`] successes that ended with
+    /// more than the credited slots in flight took on average no longer than
+    /// `1 + 1/(2 × slots)` times the unloaded average. Halfway between the two answers the
+    /// test can give: with a real extra slot the ratio is 1; when the extra request only
+    /// waited, the wait adds about one service time in `slots`, a ratio of `1 + 1/slots`.
+    /// Averaging over several answers keeps one lucky fast answer from counting.
     pub fn on_success(
         &mut self,
         in_flight: u32,
         latency_s: f64,
-        estimate_s: f64,
         claim: u32,
         cfg: &CapacityConfig,
     ) -> bool {
+        if !cfg.learn || !latency_s.is_finite() {
+            return false;
+        }
+        if in_flight <= self.slots {
+            self.unloaded_s = Some(match self.unloaded_s {
+                None => latency_s,
+                Some(u) => u + UNLOADED_ALPHA * (latency_s - u),
+            });
+            return false;
+        }
+        let Some(base) = self.unloaded_s else {
+            return false;
+        };
+        self.loaded_sum_s += latency_s;
+        self.loaded_n += 1;
+        if self.loaded_n < cfg.grow_after.max(1) {
+            return false;
+        }
+        let mean = self.loaded_sum_s / f64::from(self.loaded_n);
         let ceiling = claim.max(1).min(cfg.max_slots);
-        let served = in_flight >= self.0 && latency_s <= estimate_s * (1.0 + cfg.probe_margin);
-        if cfg.learn && served && self.0 < ceiling {
-            self.0 += 1;
+        let earned = mean <= base * (1.0 + 0.5 / f64::from(self.slots));
+        if earned && self.slots < ceiling {
+            self.set(self.slots + 1);
             return true;
         }
+        self.set(self.slots);
         false
     }
 
     /// A failure: half the slots (at least one).
     pub fn on_failure(&mut self, cfg: &CapacityConfig) {
         if cfg.learn {
-            self.0 = (self.0 / 2).max(1);
+            self.set((self.slots / 2).max(1));
         }
+    }
+
+    /// A new level: the trial of the next slot starts over.
+    fn set(&mut self, slots: u32) {
+        self.slots = slots;
+        self.loaded_sum_s = 0.0;
+        self.loaded_n = 0;
     }
 }
 
@@ -202,30 +264,35 @@ mod tests {
         );
     }
 
+    /// Feeds `n` successes at `in_flight` with latency `l`; returns the slots after.
+    fn feed(s: &mut LearnedSlots, n: usize, in_flight: u32, l: f64, claim: u32) -> u32 {
+        for _ in 0..n {
+            s.on_success(in_flight, l, claim, &C);
+        }
+        s.get()
+    }
+
     #[test]
-    fn slots_grow_only_at_full_concurrency_without_queueing() {
+    fn slots_grow_only_when_more_in_flight_came_back_as_fast() {
         let mut s = LearnedSlots::new(16, 4, &C);
-        // Below its slots: nothing learned.
-        assert!(!s.on_success(3, 0.1, 0.1, 16, &C));
-        // At its slots but the answer came late (it queued): nothing learned.
-        assert!(!s.on_success(4, 0.2, 0.1, 16, &C));
-        assert!(s.on_success(4, 0.1, 0.1, 16, &C));
-        assert_eq!(s.get(), 5);
-        for _ in 0..100 {
-            s.on_success(64, 0.1, 0.1, 16, &C);
-        }
-        assert_eq!(s.get(), 16, "never above the claim");
+        // No unloaded figure yet: nothing to compare with.
+        assert_eq!(feed(&mut s, 40, 8, 0.1, 16), 4);
+        assert_eq!(feed(&mut s, 20, 3, 0.1, 16), 4, "unloaded answers teach no slots");
+        // Above its slots, but the answers took 1.25× as long (they waited): nothing.
+        assert_eq!(feed(&mut s, 64, 5, 0.125, 16), 4);
+        // As fast as unloaded: one slot per `grow_after` answers.
+        assert_eq!(feed(&mut s, 16, 5, 0.1, 16), 5);
+        assert_eq!(feed(&mut s, 400, 64, 0.1, 16), 16, "never above the claim");
         let mut big = LearnedSlots::new(u32::MAX, 4, &C);
-        for _ in 0..1000 {
-            big.on_success(1000, 0.1, 0.1, u32::MAX, &C);
-        }
-        assert_eq!(big.get(), C.max_slots, "never above the ceiling");
+        feed(&mut big, 10, 1, 0.1, u32::MAX);
+        assert_eq!(feed(&mut big, 5000, 1000, 0.1, u32::MAX), C.max_slots);
     }
 
     #[test]
     fn failures_halve_and_lower_claims_lower_at_once() {
         let mut s = LearnedSlots::new(8, 8, &C);
         assert_eq!(s.get(), 4);
+        feed(&mut s, 1, 1, 0.1, 8);
         s.on_failure(&C);
         assert_eq!(s.get(), 2);
         s.on_failure(&C);

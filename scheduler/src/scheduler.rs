@@ -379,11 +379,10 @@ impl Scheduler {
         e.successes += 1;
         e.trust.on_success(&cfg.trust);
         e.ejection.on_success();
-        let before = e.latency.estimate(now, cfg.decay, rest);
         observe(&mut e.latency, latency, now, &cfg, rest);
         let claim = e.claimed_slots();
         e.slots
-            .on_success(in_flight, latency.as_secs_f64(), before, claim, &cfg.capacity);
+            .on_success(in_flight, latency.as_secs_f64(), claim, &cfg.capacity);
         // The fleet figure averages the workers' *estimates* (per unit speed), not raw
         // samples, so a newcomer seeded with it reads like a typical worker under the same
         // estimator, with the same bias towards peaks. The speed used (not the class) makes
