@@ -12,6 +12,10 @@ use crate::trust::{Evidence, TrustState};
 use crate::worker::{PublishedLoad, WorkerState, WorkerView};
 use crate::{NoEligible, Requirements};
 
+mod snapshot;
+
+pub use snapshot::WorkerSnapshot;
+
 /// Weight of one success in the fleet's latency-per-unit-speed average.
 const FLEET_ALPHA: f64 = 0.02;
 
@@ -35,46 +39,6 @@ pub struct Pick {
     pub key: WorkerKey,
     /// When the pick was made (the `now` passed to `pick`).
     pub started_at: Duration,
-}
-
-/// A worker's figures for metrics and debugging.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerSnapshot {
-    /// Worker id.
-    pub id: String,
-    /// Published state.
-    pub state: WorkerState,
-    /// Health flag.
-    pub healthy: bool,
-    /// Relative speed it is weighted with (1.0 = one H100): its GPU class, or less once it
-    /// has been seen to answer slower ([`crate::capacity`]).
-    pub speed: f64,
-    /// This scheduler's in-flight requests to it.
-    pub in_flight: u32,
-    /// Published load (in-flight + queued).
-    pub published_load: u32,
-    /// Latency estimate now, seconds.
-    pub latency_s: f64,
-    /// Picks so far.
-    pub picks: u64,
-    /// Successes so far.
-    pub successes: u64,
-    /// Failures so far.
-    pub failures: u64,
-    /// Seconds until its ejection ends, if ejected.
-    pub ejected_for_s: Option<f64>,
-    /// Trust in its answers, 0 to 1 (see [`crate::trust`]).
-    pub trust: f64,
-    /// Checks it passed.
-    pub verified: u32,
-    /// Below the trust floor: no real traffic until a check passes.
-    pub distrusted: bool,
-    /// The weight it is sampled with now (speed used × learned slots × trust × slow start).
-    pub weight: f64,
-    /// Batch slots this scheduler believes it has.
-    pub slots_learned: u32,
-    /// Speed observed from its latency (1.0 = one H100), once there are samples.
-    pub speed_observed: Option<f64>,
 }
 
 /// Pure worker selection: a worker table plus a [`Policy`] (gpumesh's by default).
@@ -357,7 +321,7 @@ impl Scheduler {
     }
 
     /// (class prior, decay target) of a worker whose class speed is `speed`.
-    fn prior_and_rest(&self, speed: f64) -> (f64, f64) {
+    pub(crate) fn prior_and_rest(&self, speed: f64) -> (f64, f64) {
         let prior = self.fleet_latency_per_speed() / speed.max(1e-3);
         let rest = match self.cfg.decay_target {
             crate::config::DecayTarget::Zero => 0.0,
@@ -450,49 +414,6 @@ impl Scheduler {
         }
     }
 
-    /// Every worker's figures (allocates; for metrics and debug pages).
-    pub fn snapshot(&self, now: Duration) -> Vec<WorkerSnapshot> {
-        let fleet = self.fleet_latency_per_speed();
-        self.table
-            .iter()
-            .map(|e| {
-                let (_, rest) = self.prior_and_rest(e.speed);
-                let latency_s = e.latency.estimate(now, self.cfg.decay, rest);
-                let (used, observed) = crate::capacity::speed_used(
-                    e.speed,
-                    fleet,
-                    latency_s,
-                    e.samples(),
-                    &self.cfg.capacity,
-                );
-                let ramp = crate::candidates::slow_start(&self.cfg, e.added_at, now);
-                WorkerSnapshot {
-                    id: e.view.id.clone(),
-                    state: e.view.state,
-                    healthy: e.view.healthy,
-                    speed: used,
-                    in_flight: e.in_flight,
-                    published_load: e.view.load.total(),
-                    latency_s,
-                    picks: e.picks,
-                    successes: e.successes,
-                    failures: e.failures,
-                    ejected_for_s: e
-                        .ejection
-                        .until()
-                        .filter(|&u| u > now)
-                        .map(|u| (u - now).as_secs_f64()),
-                    trust: e.trust.score,
-                    verified: e.trust.verified,
-                    distrusted: e.trust.is_distrusted(&self.cfg.trust),
-                    weight: used * f64::from(e.slots()) * e.trust.score * ramp,
-                    slots_learned: e.slots(),
-                    speed_observed: observed,
-                }
-            })
-            .collect()
-    }
-
     /// Whether one more ejection keeps the ejected share within
     /// [`crate::ejection::EjectionConfig::max_ejected_share`] (O(n); only on failures).
     fn ejected_share_below_cap(&self, now: Duration) -> bool {
@@ -506,7 +427,7 @@ impl Scheduler {
     }
 
     /// Fleet latency per unit speed, falling back to the default RTT before any sample.
-    fn fleet_latency_per_speed(&self) -> f64 {
+    pub(crate) fn fleet_latency_per_speed(&self) -> f64 {
         if self.latency_per_speed > 0.0 {
             self.latency_per_speed
         } else {
