@@ -106,11 +106,16 @@ mod tests {
 
     #[test]
     fn every_weight_is_below_its_bucket_edge() {
-        for w in [1e-300, 1e-20, 0.12, 0.5, 1.0, 1.99, 2.0, 3.7, 4.0, 1e12, 1e30, 1e300] {
+        for w in [
+            1e-300, 1e-20, 0.12, 0.5, 1.0, 1.99, 2.0, 3.7, 4.0, 1e12, 1e30, 1e300,
+        ] {
             let b = bucket_of(w).unwrap_or(0);
             assert!(w < edge(b) || edge(b).is_infinite(), "{w}");
             let clamped = b == 0 || edge(b).is_infinite();
-            assert!(clamped || w >= edge(b) / 2.0, "{w} is within 2× of the edge");
+            assert!(
+                clamped || w >= edge(b) / 2.0,
+                "{w} is within 2× of the edge"
+            );
         }
         assert_eq!(bucket_of(0.0), None);
         assert_eq!(bucket_of(f64::NAN), None);

@@ -131,7 +131,7 @@ impl<'a> Candidates<'a> {
     /// two` draws by weight. Uniform draws make a pair of slow GPUs as likely as their count
     /// says: with 3/8 of a fleet on T4s holding 11% of its capacity, 14% of requests would see
     /// only T4s, more than they can serve, whatever the cost function. Rejection sampling
-    /// against the table's weight bound ([`crate::bound`], within 2× of the largest weight)
+    /// against a bound on every weight, kept in O(1) per change (within 2× of the largest)
     /// keeps this allocation-free; after too many misses one weighted reservoir scan
     /// (Efraimidis–Spirakis keys) takes over, and is counted
     /// ([`crate::Scheduler::scan_fallbacks`]).

@@ -206,7 +206,10 @@ pub fn speed_used(
         return (class, None);
     }
     let observed = fleet_latency_per_speed / estimate_s;
-    (class.min(observed * (1.0 + cfg.probe_margin)), Some(observed))
+    (
+        class.min(observed * (1.0 + cfg.probe_margin)),
+        Some(observed),
+    )
 }
 
 /// The fleet's median learned slots, recomputed at most every
@@ -277,7 +280,11 @@ mod tests {
         let mut s = LearnedSlots::new(16, 4, &C);
         // No unloaded figure yet: nothing to compare with.
         assert_eq!(feed(&mut s, 40, 8, 0.1, 16), 4);
-        assert_eq!(feed(&mut s, 20, 3, 0.1, 16), 4, "unloaded answers teach no slots");
+        assert_eq!(
+            feed(&mut s, 20, 3, 0.1, 16),
+            4,
+            "unloaded answers teach no slots"
+        );
         // Above its slots, but the answers took 1.25× as long (they waited): nothing.
         assert_eq!(feed(&mut s, 64, 5, 0.125, 16), 4);
         // As fast as unloaded: one slot per `grow_after` answers.
@@ -322,9 +329,18 @@ mod tests {
         let mut m = FleetMedian::default();
         let t = Duration::from_secs(5);
         assert_eq!(m.get(t, std::iter::empty(), &C), C.prior_slots);
-        assert_eq!(m.get(t + Duration::from_secs(1), [1, 2, 8].into_iter(), &C), 2);
+        assert_eq!(
+            m.get(t + Duration::from_secs(1), [1, 2, 8].into_iter(), &C),
+            2
+        );
         // Within the interval: the old value, whatever the fleet now says.
-        assert_eq!(m.get(t + Duration::from_millis(1500), [9, 9, 9].into_iter(), &C), 2);
-        assert_eq!(m.get(t + Duration::from_secs(2), [9, 9, 9].into_iter(), &C), 9);
+        assert_eq!(
+            m.get(t + Duration::from_millis(1500), [9, 9, 9].into_iter(), &C),
+            2
+        );
+        assert_eq!(
+            m.get(t + Duration::from_secs(2), [9, 9, 9].into_iter(), &C),
+            9
+        );
     }
 }

@@ -107,7 +107,8 @@ impl Scheduler {
     pub fn upsert_worker(&mut self, view: WorkerView, now: Duration) -> WorkerKey {
         let seed = self.seed_for(view.effective_speed());
         let trust = TrustState::new(&self.cfg.trust);
-        self.table.upsert(view, now, seed, trust, &self.cfg.capacity)
+        self.table
+            .upsert(view, now, seed, trust, &self.cfg.capacity)
     }
 
     /// Replaces a worker's published load (a load heartbeat); `false` if unknown. A slot
@@ -138,7 +139,9 @@ impl Scheduler {
     /// workers (each costs O(n)). It stays near 0 while the sampling weights are within a
     /// small multiple of each other; a rising count means a few workers dwarf the rest.
     pub fn scan_fallbacks(&self) -> u64 {
-        self.table.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+        self.table
+            .fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets a worker (O(1) amortised); outstanding picks of it are ignored when they

@@ -288,7 +288,12 @@ impl Table {
         key
     }
 
-    pub(crate) fn update_load(&mut self, id: &str, load: PublishedLoad, cfg: &CapacityConfig) -> bool {
+    pub(crate) fn update_load(
+        &mut self,
+        id: &str,
+        load: PublishedLoad,
+        cfg: &CapacityConfig,
+    ) -> bool {
         let Some(&slot) = self.ids.get(id) else {
             return false;
         };

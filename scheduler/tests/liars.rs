@@ -165,7 +165,10 @@ fn a_huge_claim_does_not_push_picks_into_the_scan_and_a_withdrawn_one_leaves_no_
     // ... and stops as soon as it is withdrawn, or the worker leaves.
     s.set_speed("w201", None);
     let (_, after) = drive(&mut s, &mut truth, 2000.0, (4.0, 5.0), 4.0);
-    assert!(after < 10, "{after} fallbacks after the override was withdrawn");
+    assert!(
+        after < 10,
+        "{after} fallbacks after the override was withdrawn"
+    );
     s.set_speed("w201", Some(1e9));
     s.remove_worker("w201");
     let (_, gone) = drive(&mut s, &mut truth, 2000.0, (5.0, 6.0), 5.0);

@@ -31,7 +31,10 @@ fn lying_workers_get_no_more_than_their_true_capacity_with_gpumesh() {
     };
     let ours = of("gpumesh");
     let (inflated, inflated_cap) = share(ours, "inflated");
-    assert!(inflated <= 1.5 * inflated_cap, "{inflated} vs {inflated_cap}");
+    assert!(
+        inflated <= 1.5 * inflated_cap,
+        "{inflated} vs {inflated_cap}"
+    );
     for group in ["garbage", "black-hole", "tarpit"] {
         let (traffic, _) = share(ours, group);
         assert!(traffic < 0.002, "{group} got {traffic} of the requests");

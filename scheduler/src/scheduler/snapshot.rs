@@ -89,5 +89,4 @@ impl Scheduler {
             })
             .collect()
     }
-
 }

@@ -279,7 +279,11 @@ pub fn median_of(runs: Vec<PolicyResult>) -> PolicyResult {
         }),
         honest_p50_p99: first.honest_p50_p99.map(|_| {
             let p = |f: fn((f64, f64)) -> f64| {
-                median(runs.iter().filter_map(|r| r.honest_p50_p99.map(f)).collect())
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.honest_p50_p99.map(f))
+                        .collect(),
+                )
             };
             (p(|x| x.0), p(|x| x.1))
         }),
@@ -288,7 +292,11 @@ pub fn median_of(runs: Vec<PolicyResult>) -> PolicyResult {
 
 /// The group a worker belongs to in reports.
 fn group_of(spec: &RunSpec, w: usize) -> &'static str {
-    spec.lies.get(w).copied().flatten().map_or("honest", Lie::label)
+    spec.lies
+        .get(w)
+        .copied()
+        .flatten()
+        .map_or("honest", Lie::label)
 }
 
 /// Per group: share of `recs` sent to it, and share of the true capacity.
@@ -297,7 +305,11 @@ fn liar_groups(spec: &RunSpec, recs: &[RequestRecord]) -> BTreeMap<String, Group
     let mut cap_total = 0.0;
     for (w, &(_, speed, slots)) in spec.fleet.iter().enumerate() {
         let serves = spec.lies.get(w).copied().flatten().is_none_or(Lie::serves);
-        let c = if serves { speed * f64::from(slots) } else { 0.0 };
+        let c = if serves {
+            speed * f64::from(slots)
+        } else {
+            0.0
+        };
         groups.entry(group_of(spec, w)).or_insert(GroupShare {
             traffic: 0.0,
             capacity: 0.0,
@@ -308,7 +320,10 @@ fn liar_groups(spec: &RunSpec, recs: &[RequestRecord]) -> BTreeMap<String, Group
         cap_total += c;
     }
     let mut sent = 0.0;
-    for r in recs.iter().filter(|r| (r.worker as usize) < spec.fleet.len()) {
+    for r in recs
+        .iter()
+        .filter(|r| (r.worker as usize) < spec.fleet.len())
+    {
         if let Some(g) = groups.get_mut(group_of(spec, r.worker as usize)) {
             g.traffic += 1.0;
         }

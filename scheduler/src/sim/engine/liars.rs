@@ -119,7 +119,13 @@ impl Sim<'_> {
                 BASE_SERVICE_S / self.workers[w as usize].speed,
             ),
         };
-        self.schedule(self.now + after, Event::Evidence { worker: w, evidence });
+        self.schedule(
+            self.now + after,
+            Event::Evidence {
+                worker: w,
+                evidence,
+            },
+        );
     }
 
     /// Feeds evidence about worker `w` to every gateway.
