@@ -250,6 +250,16 @@ impl<'a> Candidates<'a> {
         own + others * w
     }
 
+    /// When an online, healthy worker that is not eligible now may be again: a distrusted one
+    /// when a canary passes (canaries go out within the re-probe interval), an ejected one
+    /// when its ejection ends. `None`: neither.
+    fn back_at(&self, e: &WorkerEntry) -> Option<Duration> {
+        if e.trust.is_distrusted(&self.cfg.trust) {
+            return Some(self.now + DISTRUST_RETRY_AFTER);
+        }
+        e.ejection.until().filter(|&u| u > self.now)
+    }
+
     /// Why nothing is eligible: the first filter stage that emptied the set (O(n), only on
     /// the error path).
     pub(crate) fn diagnose(&self) -> NoEligible {
@@ -258,7 +268,6 @@ impl<'a> Candidates<'a> {
         let (mut draining, mut joining, mut unhealthy) = (0usize, 0usize, 0usize);
         let mut best_vram = 0u64;
         let mut ejected_until: Option<Duration> = None;
-        let mut hardware_ok = 0usize;
         for &slot in self.list {
             if Some(slot) == self.avoid {
                 continue;
@@ -283,19 +292,12 @@ impl<'a> Candidates<'a> {
                 continue;
             }
             tags += 1;
-            hardware_ok += 1;
             match e.view.state {
                 WorkerState::Draining => draining += 1,
                 WorkerState::Joining => joining += 1,
                 WorkerState::Online if !e.view.healthy => unhealthy += 1,
-                WorkerState::Online if e.trust.is_distrusted(&self.cfg.trust) => {
-                    // A distrusted worker comes back when a canary passes; canaries go out
-                    // within the re-probe interval.
-                    let u = self.now + DISTRUST_RETRY_AFTER;
-                    ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));
-                }
                 WorkerState::Online => {
-                    if let Some(u) = e.ejection.until().filter(|&u| u > self.now) {
+                    if let Some(u) = self.back_at(e) {
                         ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));
                     }
                 }
@@ -326,7 +328,7 @@ impl<'a> Candidates<'a> {
                 retry_after: until.saturating_sub(self.now),
             };
         }
-        if unhealthy > 0 && unhealthy >= hardware_ok.saturating_sub(draining + joining) {
+        if unhealthy > 0 && unhealthy >= tags.saturating_sub(draining + joining) {
             return NoEligible::AllUnhealthy { service: service() };
         }
         if draining > 0 {

@@ -181,22 +181,9 @@ pub fn summarise(
         result.honest_p50_p99 = Some(honest_percentiles(spec, &recs[skip..]));
     }
     if let (Scenario::FastFail, Some((w, from))) = (scenario, spec.fail) {
-        let share = |a: f64, b: f64| {
-            let in_window = recs.iter().filter(|r| r.arrival >= a && r.arrival < b);
-            let (n, to_w) = in_window.fold((0u64, 0u64), |(n, k), r| {
-                (n + 1, k + u64::from(r.worker == w as u32))
-            });
-            to_w as f64 / n.max(1) as f64
-        };
-        result.failing_share_first_1s = Some(share(from, from + 1.0));
-        let last = recs.last().map_or(from, |r| r.arrival);
-        let mut worst: f64 = 0.0;
-        let mut t = from + 1.0;
-        while t + 1.0 <= last {
-            worst = worst.max(share(t, t + 1.0));
-            t += 0.25;
-        }
-        result.failing_share_after_1s = Some(worst);
+        let (first, after) = failing_shares(recs, w as u32, from);
+        result.failing_share_first_1s = Some(first);
+        result.failing_share_after_1s = Some(after);
     }
     if scenario == Scenario::Join && !spec.joiners.is_empty() {
         let mut worst_first: f64 = 0.0;
@@ -212,6 +199,65 @@ pub fn summarise(
         result.join_peak_vs_fair = Some(f64::from(peak) / out.fair_in_system.max(1e-9));
     }
     result
+}
+
+/// `fast-fail`: worker `w`'s share of arrivals in the first second from `from`, and its
+/// largest share in any 1 s window (steps of 0.25 s) starting 1 s or more later.
+fn failing_shares(recs: &[RequestRecord], w: u32, from: f64) -> (f64, f64) {
+    let share = |a: f64, b: f64| {
+        let in_window = recs.iter().filter(|r| r.arrival >= a && r.arrival < b);
+        let (n, to_w) = in_window.fold((0u64, 0u64), |(n, k), r| {
+            (n + 1, k + u64::from(r.worker == w))
+        });
+        to_w as f64 / n.max(1) as f64
+    };
+    let last = recs.last().map_or(from, |r| r.arrival);
+    let mut worst: f64 = 0.0;
+    let mut t = from + 1.0;
+    while t + 1.0 <= last {
+        worst = worst.max(share(t, t + 1.0));
+        t += 0.25;
+    }
+    (share(from, from + 1.0), worst)
+}
+
+/// One policy's markdown table row.
+fn write_row(s: &mut String, r: &PolicyResult, stale: bool) {
+    let _ = write!(s, "| {} |", r.policy);
+    if stale {
+        let _ = write!(s, " {} |", r.publish_interval_s);
+    }
+    let shares: Vec<String> = r
+        .traffic_vs_capacity
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect();
+    let _ = write!(
+        s,
+        " {} | {} | {} | {} | {} | {} | {:.4} | {} |",
+        num(r.p50),
+        num(r.p99),
+        num(r.p999),
+        num(r.mean),
+        num(r.throughput),
+        r.errors,
+        r.success_ratio,
+        shares.join(", ")
+    );
+    if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
+        let _ = write!(s, " {a:.4} / {b:.4} |");
+    }
+    if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_vs_fair) {
+        let _ = write!(s, " {a:.3} / {b:.2} |");
+    }
+    if let (Some((p50, p99)), Some(groups)) = (r.honest_p50_p99, &r.groups) {
+        let shares: Vec<String> = groups
+            .iter()
+            .map(|(k, g)| format!("{k} {:.4} / {:.4}", g.traffic, g.capacity))
+            .collect();
+        let _ = write!(s, " {} / {} | {} |", num(p50), num(p99), shares.join(", "));
+    }
+    let _ = writeln!(s);
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -417,41 +463,7 @@ impl ScenarioReport {
         let cols = 9 + usize::from(stale) + extra.len();
         let _ = writeln!(s, "|{}", "---|".repeat(cols));
         for r in &self.results {
-            let _ = write!(s, "| {} |", r.policy);
-            if stale {
-                let _ = write!(s, " {} |", r.publish_interval_s);
-            }
-            let shares: Vec<String> = r
-                .traffic_vs_capacity
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.2}"))
-                .collect();
-            let _ = write!(
-                s,
-                " {} | {} | {} | {} | {} | {} | {:.4} | {} |",
-                num(r.p50),
-                num(r.p99),
-                num(r.p999),
-                num(r.mean),
-                num(r.throughput),
-                r.errors,
-                r.success_ratio,
-                shares.join(", ")
-            );
-            if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
-                let _ = write!(s, " {a:.4} / {b:.4} |");
-            }
-            if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_vs_fair) {
-                let _ = write!(s, " {a:.3} / {b:.2} |");
-            }
-            if let (Some((p50, p99)), Some(groups)) = (r.honest_p50_p99, &r.groups) {
-                let shares: Vec<String> = groups
-                    .iter()
-                    .map(|(k, g)| format!("{k} {:.4} / {:.4}", g.traffic, g.capacity))
-                    .collect();
-                let _ = write!(s, " {} / {} | {} |", num(p50), num(p99), shares.join(", "));
-            }
-            let _ = writeln!(s);
+            write_row(&mut s, r, stale);
         }
         s
     }
