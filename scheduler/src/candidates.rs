@@ -6,6 +6,7 @@
 //! a few misses it falls back to one reservoir-sampling scan, so a mostly ineligible set costs
 //! O(n) and never fails to find an eligible worker that exists.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::{Rng, RngCore};
@@ -23,6 +24,18 @@ const DISTRUST_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Random draws per wanted candidate before falling back to a scan.
 const TRIES_PER_CANDIDATE: usize = 8;
+
+/// The share of its weight a worker that joined at `added_at` is sampled with at `now`: from
+/// [`SLOW_START_FLOOR`] to 1 over the slow-start window.
+#[inline]
+pub(crate) fn slow_start(cfg: &SchedulerConfig, added_at: Duration, now: Duration) -> f64 {
+    let window = cfg.slow_start.as_secs_f64();
+    let age = now.saturating_sub(added_at).as_secs_f64();
+    if window <= 0.0 || age >= window {
+        return 1.0;
+    }
+    SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * age / window
+}
 
 /// The workers a policy may choose from, for one request at one instant.
 pub struct Candidates<'a> {
@@ -114,24 +127,30 @@ impl<'a> Candidates<'a> {
     }
 
     /// Like [`Self::sample_distinct`], but each worker is drawn with probability
-    /// proportional to its capacity (speed × slots), as nginx's `random two` draws by weight.
-    /// Uniform draws make a pair of slow GPUs as likely as their count says: with 3/8 of a
-    /// fleet on T4s holding 11% of its capacity, 14% of requests would see only T4s, more
-    /// than they can serve, whatever the cost function. Rejection sampling against the
-    /// largest capacity keeps this allocation-free; after too many misses one weighted
-    /// reservoir scan (Efraimidis–Spirakis keys) takes over.
+    /// proportional to its [`sampling_weight`](Self::sampling_weight), as nginx's `random
+    /// two` draws by weight. Uniform draws make a pair of slow GPUs as likely as their count
+    /// says: with 3/8 of a fleet on T4s holding 11% of its capacity, 14% of requests would see
+    /// only T4s, more than they can serve, whatever the cost function. Rejection sampling
+    /// against a bound on every weight, kept in O(1) per change (within 2× of the largest)
+    /// keeps this allocation-free; after too many misses one weighted reservoir scan
+    /// (Efraimidis–Spirakis keys) takes over, and is counted
+    /// ([`crate::Scheduler::scan_fallbacks`]).
     pub fn sample_distinct_weighted(&self, rng: &mut dyn RngCore, out: &mut [u32]) -> usize {
         let k = out.len();
         let n = self.list.len();
-        let w_max = self.table.max_capacity();
+        let w_max = self.table.weight_bound();
         if k == 0 || n == 0 || w_max <= 0.0 {
             return 0;
         }
         let mut got = 0;
         for _ in 0..k * TRIES_PER_CANDIDATE * 4 {
             let slot = self.list[rng.random_range(0..n)];
-            let w = self.sampling_weight(slot);
-            if rng.random::<f64>() * w_max < w
+            let u = rng.random::<f64>() * w_max;
+            // The ceiling (no latency read) rejects most misses cheaply.
+            if u >= self.worker(slot).weight_ceiling() {
+                continue;
+            }
+            if u < self.sampling_weight(slot)
                 && self.is_eligible(slot)
                 && !out[..got].contains(&slot)
             {
@@ -142,6 +161,7 @@ impl<'a> Candidates<'a> {
                 }
             }
         }
+        self.table.fallbacks.fetch_add(1, Ordering::Relaxed);
         // Weighted reservoir: keep the k largest keys u^(1/w).
         let mut keys = [f64::NEG_INFINITY; 8];
         let k = k.min(keys.len());
@@ -162,18 +182,29 @@ impl<'a> Candidates<'a> {
         seen.min(k)
     }
 
-    /// Capacity × trust, ramped up over the slow-start window after a worker joins (Envoy's
-    /// `slow_start_config`): from [`SLOW_START_FLOOR`] of it at once to all of it at the end.
+    /// The speed `slot` is weighted with now, and the speed observed from its latency (see
+    /// [`crate::capacity`]).
     #[inline]
-    fn sampling_weight(&self, slot: u32) -> f64 {
+    pub fn speed_used(&self, slot: u32) -> (f64, Option<f64>) {
         let e = self.worker(slot);
-        let full = e.capacity() * e.trust.score;
-        let window = self.cfg.slow_start.as_secs_f64();
-        let age = self.now.saturating_sub(e.added_at()).as_secs_f64();
-        if window <= 0.0 || age >= window {
-            return full;
-        }
-        full * (SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * age / window)
+        crate::capacity::speed_used(
+            e.speed,
+            self.latency_per_speed,
+            self.latency(slot),
+            e.samples(),
+            &self.cfg.capacity,
+        )
+    }
+
+    /// Speed used × learned slots × trust, ramped up over the slow-start window after a
+    /// worker joins (Envoy's `slow_start_config`): from [`SLOW_START_FLOOR`] of it at once to
+    /// all of it at the end. Never above the worker's weight ceiling, which the table's
+    /// bound covers.
+    #[inline]
+    pub fn sampling_weight(&self, slot: u32) -> f64 {
+        let e = self.worker(slot);
+        let full = self.speed_used(slot).0 * f64::from(e.slots()) * e.trust.score;
+        full * slow_start(self.cfg, e.added_at(), self.now)
     }
 
     /// One random eligible slot.
@@ -219,6 +250,16 @@ impl<'a> Candidates<'a> {
         own + others * w
     }
 
+    /// When an online, healthy worker that is not eligible now may be again: a distrusted one
+    /// when a canary passes (canaries go out within the re-probe interval), an ejected one
+    /// when its ejection ends. `None`: neither.
+    fn back_at(&self, e: &WorkerEntry) -> Option<Duration> {
+        if e.trust.is_distrusted(&self.cfg.trust) {
+            return Some(self.now + DISTRUST_RETRY_AFTER);
+        }
+        e.ejection.until().filter(|&u| u > self.now)
+    }
+
     /// Why nothing is eligible: the first filter stage that emptied the set (O(n), only on
     /// the error path).
     pub(crate) fn diagnose(&self) -> NoEligible {
@@ -227,7 +268,6 @@ impl<'a> Candidates<'a> {
         let (mut draining, mut joining, mut unhealthy) = (0usize, 0usize, 0usize);
         let mut best_vram = 0u64;
         let mut ejected_until: Option<Duration> = None;
-        let mut hardware_ok = 0usize;
         for &slot in self.list {
             if Some(slot) == self.avoid {
                 continue;
@@ -252,19 +292,12 @@ impl<'a> Candidates<'a> {
                 continue;
             }
             tags += 1;
-            hardware_ok += 1;
             match e.view.state {
                 WorkerState::Draining => draining += 1,
                 WorkerState::Joining => joining += 1,
                 WorkerState::Online if !e.view.healthy => unhealthy += 1,
-                WorkerState::Online if e.trust.is_distrusted(&self.cfg.trust) => {
-                    // A distrusted worker comes back when a canary passes; canaries go out
-                    // within the re-probe interval.
-                    let u = self.now + DISTRUST_RETRY_AFTER;
-                    ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));
-                }
                 WorkerState::Online => {
-                    if let Some(u) = e.ejection.until().filter(|&u| u > self.now) {
+                    if let Some(u) = self.back_at(e) {
                         ejected_until = Some(ejected_until.map_or(u, |x: Duration| x.min(u)));
                     }
                 }
@@ -295,7 +328,7 @@ impl<'a> Candidates<'a> {
                 retry_after: until.saturating_sub(self.now),
             };
         }
-        if unhealthy > 0 && unhealthy >= hardware_ok.saturating_sub(draining + joining) {
+        if unhealthy > 0 && unhealthy >= tags.saturating_sub(draining + joining) {
             return NoEligible::AllUnhealthy { service: service() };
         }
         if draining > 0 {

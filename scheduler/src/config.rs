@@ -1,7 +1,9 @@
-//! Scheduler settings: the latency estimator, failure handling and load discounting.
+//! Scheduler settings: the latency estimator, failure handling, load discounting, trust and
+//! learned capacity.
 
 use std::time::Duration;
 
+use crate::capacity::CapacityConfig;
 use crate::ejection::EjectionConfig;
 use crate::trust::TrustConfig;
 
@@ -44,6 +46,8 @@ pub struct SchedulerConfig {
     pub slow_start: Duration,
     /// How trust in a worker's answers moves ([`crate::trust`]).
     pub trust: TrustConfig,
+    /// How slots and speed are learned from serving ([`crate::capacity`]).
+    pub capacity: CapacityConfig,
 }
 
 impl SchedulerConfig {
@@ -65,6 +69,7 @@ impl SchedulerConfig {
         },
         slow_start: Duration::from_secs(10),
         trust: TrustConfig::DEFAULT,
+        capacity: CapacityConfig::DEFAULT,
     };
 
     /// tower / linkerd2-proxy's `PeakEwma` as deployed: default RTT 30 ms, decay 10 s,
@@ -80,6 +85,7 @@ impl SchedulerConfig {
         ejection: EjectionConfig::DISABLED,
         slow_start: Duration::ZERO,
         trust: TrustConfig::OFF,
+        capacity: CapacityConfig::OFF,
     };
 }
 

@@ -15,6 +15,8 @@
 //! - [`ewma`]: the peak-EWMA latency estimate (Finagle, tower, linkerd2-proxy).
 //! - [`ejection`]: outlier ejection with backoff.
 //! - [`trust`]: trust in a worker's answers, from checks and serving.
+//! - [`capacity`]: slots and speed learned from serving (a record's claim is a ceiling).
+//! - `bound`: an O(1)-maintained bound on sampling weights, for rejection sampling.
 //! - [`config`]: [`SchedulerConfig`] (gpumesh's settings and tower's).
 //! - `table`: worker slots, id map and per-service index.
 //! - [`candidates`]: the eligible set of one pick; allocation-free sampling and scans.
@@ -23,7 +25,9 @@
 //! - `sim` (feature `sim`): the discrete-event simulator behind `gpumesh sim`. A harness that
 //!   runs this crate's own code against simulated fleets; the gateway does not carry it.
 
+mod bound;
 pub mod candidates;
+pub mod capacity;
 pub mod config;
 pub mod ejection;
 pub mod error;
@@ -39,6 +43,7 @@ pub mod trust;
 pub mod worker;
 
 pub use candidates::Candidates;
+pub use capacity::CapacityConfig;
 pub use config::SchedulerConfig;
 pub use error::{InvalidRequirements, NoEligible};
 pub use gpu::speed_factor;

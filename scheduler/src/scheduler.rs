@@ -12,6 +12,10 @@ use crate::trust::{Evidence, TrustState};
 use crate::worker::{PublishedLoad, WorkerState, WorkerView};
 use crate::{NoEligible, Requirements};
 
+mod snapshot;
+
+pub use snapshot::WorkerSnapshot;
+
 /// Weight of one success in the fleet's latency-per-unit-speed average.
 const FLEET_ALPHA: f64 = 0.02;
 
@@ -35,45 +39,6 @@ pub struct Pick {
     pub key: WorkerKey,
     /// When the pick was made (the `now` passed to `pick`).
     pub started_at: Duration,
-}
-
-/// A worker's figures for metrics and debugging.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerSnapshot {
-    /// Worker id.
-    pub id: String,
-    /// Published state.
-    pub state: WorkerState,
-    /// Health flag.
-    pub healthy: bool,
-    /// Relative speed used.
-    pub speed: f64,
-    /// This scheduler's in-flight requests to it.
-    pub in_flight: u32,
-    /// Published load (in-flight + queued).
-    pub published_load: u32,
-    /// Latency estimate now, seconds.
-    pub latency_s: f64,
-    /// Picks so far.
-    pub picks: u64,
-    /// Successes so far.
-    pub successes: u64,
-    /// Failures so far.
-    pub failures: u64,
-    /// Seconds until its ejection ends, if ejected.
-    pub ejected_for_s: Option<f64>,
-    /// Trust in its answers, 0 to 1 (see [`crate::trust`]).
-    pub trust: f64,
-    /// Checks it passed.
-    pub verified: u32,
-    /// Below the trust floor: no real traffic until a check passes.
-    pub distrusted: bool,
-    /// The weight it is sampled with now (capacity × trust × slow start).
-    pub weight: f64,
-    /// Batch slots this scheduler believes it has.
-    pub slots_learned: u32,
-    /// Speed observed from its latency (1.0 = one H100), once there are samples.
-    pub speed_observed: Option<f64>,
 }
 
 /// Pure worker selection: a worker table plus a [`Policy`] (gpumesh's by default).
@@ -142,12 +107,14 @@ impl Scheduler {
     pub fn upsert_worker(&mut self, view: WorkerView, now: Duration) -> WorkerKey {
         let seed = self.seed_for(view.effective_speed());
         let trust = TrustState::new(&self.cfg.trust);
-        self.table.upsert(view, now, seed, trust)
+        self.table
+            .upsert(view, now, seed, trust, &self.cfg.capacity)
     }
 
-    /// Replaces a worker's published load (a load heartbeat); `false` if unknown.
+    /// Replaces a worker's published load (a load heartbeat); `false` if unknown. A slot
+    /// claim below the learned slots lowers them at once.
     pub fn update_load(&mut self, id: &str, load: PublishedLoad) -> bool {
-        self.table.update_load(id, load)
+        self.table.update_load(id, load, &self.cfg.capacity)
     }
 
     /// Sets a worker's state; `false` if unknown.
@@ -168,7 +135,17 @@ impl Scheduler {
         self.table.set_speed(id, speed)
     }
 
-    /// Forgets a worker; outstanding picks of it are ignored when they finish.
+    /// Picks that fell back from weighted rejection sampling to a full scan of the service's
+    /// workers (each costs O(n)). It stays near 0 while the sampling weights are within a
+    /// small multiple of each other; a rising count means a few workers dwarf the rest.
+    pub fn scan_fallbacks(&self) -> u64 {
+        self.table
+            .fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forgets a worker (O(1) amortised); outstanding picks of it are ignored when they
+    /// finish.
     pub fn remove_worker(&mut self, id: &str) -> Option<WorkerView> {
         self.table.remove(id)
     }
@@ -215,7 +192,9 @@ impl Scheduler {
         let cfg = self.cfg.trust;
         let e = self.table.entry_mut_by_key(key)?;
         e.trust.on_evidence(evidence, &cfg);
-        Some(e.trust)
+        let state = e.trust;
+        self.table.retrack(key.slot);
+        Some(state)
     }
 
     /// A worker's trust.
@@ -226,13 +205,14 @@ impl Scheduler {
     /// Puts back the trust a restarted gateway saved (call after
     /// [`upsert_worker`](Self::upsert_worker)); `false` if the id is unknown.
     pub fn restore_trust(&mut self, id: &str, state: TrustState) -> bool {
-        match self.table.entry_mut_by_id(id) {
-            Some(e) => {
-                e.trust = state.sanitized();
-                true
-            }
-            None => false,
+        let Some(e) = self.table.entry_mut_by_id(id) else {
+            return false;
+        };
+        e.trust = state.sanitized();
+        if let Some(slot) = self.table.slot_of(id) {
+            self.table.retrack(slot);
         }
+        true
     }
 
     /// Whether a worker is below the trust floor (no real traffic); `None`: stale key.
@@ -320,8 +300,8 @@ impl Scheduler {
         })
     }
 
-    /// Ends a pick: the in-flight count drops, and the outcome feeds the latency estimate
-    /// and the failure record. Unknown or stale keys are ignored.
+    /// Ends a pick: the in-flight count drops, and the outcome feeds the latency estimate,
+    /// the learned slots, trust and the failure record. Unknown or stale keys are ignored.
     pub fn on_finish(
         &mut self,
         key: WorkerKey,
@@ -329,60 +309,92 @@ impl Scheduler {
         latency: Duration,
         now: Duration,
     ) {
-        let fleet = self.fleet_latency_per_speed();
-        let cfg = self.cfg;
         let Some(e) = self.table.entry_mut_by_key(key) else {
             return;
         };
+        // This request included: the concurrency it was served at.
+        let in_flight = e.in_flight;
         e.in_flight = e.in_flight.saturating_sub(1);
-        let prior = fleet / e.speed.max(1e-3);
-        let rest = match cfg.decay_target {
+        match outcome {
+            Outcome::Success => self.on_success(key, in_flight, latency, now),
+            Outcome::Failure => self.on_failure(key, latency, now),
+            Outcome::Cancelled => return,
+        }
+        self.table.retrack(key.slot);
+    }
+
+    /// (class prior, decay target) of a worker whose class speed is `speed`.
+    pub(crate) fn prior_and_rest(&self, speed: f64) -> (f64, f64) {
+        let prior = self.fleet_latency_per_speed() / speed.max(1e-3);
+        let rest = match self.cfg.decay_target {
             crate::config::DecayTarget::Zero => 0.0,
             crate::config::DecayTarget::ClassPrior => prior,
         };
-        let speed = e.speed;
-        match outcome {
-            Outcome::Success => {
-                e.successes += 1;
-                e.trust.on_success(&cfg.trust);
-                e.ejection.on_success();
-                observe(&mut e.latency, latency, now, &cfg, rest);
-                // The fleet figure averages the workers' *estimates* (per unit speed), not raw
-                // samples, so a newcomer seeded with it reads like a typical worker under the
-                // same estimator, with the same bias towards peaks.
-                let sample = e.latency.estimate(now, cfg.decay, rest) * speed;
-                self.latency_per_speed = if self.latency_per_speed == 0.0 {
-                    sample
-                } else {
-                    self.latency_per_speed + FLEET_ALPHA * (sample - self.latency_per_speed)
-                };
+        (prior, rest)
+    }
+
+    fn on_success(&mut self, key: WorkerKey, in_flight: u32, latency: Duration, now: Duration) {
+        let fleet = self.fleet_latency_per_speed();
+        let cfg = self.cfg;
+        let Some(speed) = self.table.get_key(key).map(|e| e.speed) else {
+            return;
+        };
+        let (_, rest) = self.prior_and_rest(speed);
+        let Some(e) = self.table.entry_mut_by_key(key) else {
+            return;
+        };
+        e.successes += 1;
+        e.trust.on_success(&cfg.trust);
+        e.ejection.on_success();
+        observe(&mut e.latency, latency, now, &cfg, rest);
+        let claim = e.claimed_slots();
+        e.slots
+            .on_success(in_flight, latency.as_secs_f64(), claim, &cfg.capacity);
+        // The fleet figure averages the workers' *estimates* (per unit speed), not raw
+        // samples, so a newcomer seeded with it reads like a typical worker under the same
+        // estimator, with the same bias towards peaks. The speed used (not the class) makes
+        // each contribution at most (1 + probe margin) × the figure: a worker that claims a
+        // fast GPU and answers slowly cannot drag every worker's prior up.
+        let estimate = e.latency.estimate(now, cfg.decay, rest);
+        let (used, _) =
+            crate::capacity::speed_used(speed, fleet, estimate, e.samples(), &cfg.capacity);
+        let sample = estimate * used;
+        self.latency_per_speed = if self.latency_per_speed == 0.0 {
+            sample
+        } else {
+            self.latency_per_speed + FLEET_ALPHA * (sample - self.latency_per_speed)
+        };
+    }
+
+    fn on_failure(&mut self, key: WorkerKey, latency: Duration, now: Duration) {
+        let cfg = self.cfg;
+        let Some(speed) = self.table.get_key(key).map(|e| e.speed) else {
+            return;
+        };
+        let (prior, rest) = self.prior_and_rest(speed);
+        let may_eject = self.ejected_share_below_cap(now);
+        let Some(e) = self.table.entry_mut_by_key(key) else {
+            return;
+        };
+        e.failures += 1;
+        e.slots.on_failure(&cfg.capacity);
+        let recorded = match cfg.failure_penalty {
+            None => latency,
+            Some(mult) => {
+                let current = e.latency.estimate(now, cfg.decay, rest);
+                let floor = (mult * prior).max(2.0 * current);
+                latency.max(Duration::from_secs_f64(floor.min(1e6)))
             }
-            Outcome::Failure => {
-                e.failures += 1;
-                let recorded = match cfg.failure_penalty {
-                    None => latency,
-                    Some(mult) => {
-                        let current = e.latency.estimate(now, cfg.decay, rest);
-                        let floor = (mult * prior).max(2.0 * current);
-                        latency.max(Duration::from_secs_f64(floor.min(1e6)))
-                    }
-                };
-                // A failure jumps the estimate (a peak), whatever the success weights.
-                e.latency
-                    .observe_per_sample(recorded, now, (1.0, 0.0), cfg.decay, rest);
-                let key = e.key;
-                let may_eject = self.ejected_share_below_cap(now);
-                if let Some(e) = self.table.entry_mut_by_key(key) {
-                    let cfg_ej = if may_eject {
-                        cfg.ejection
-                    } else {
-                        crate::ejection::EjectionConfig::DISABLED
-                    };
-                    e.ejection.on_failure(now, &cfg_ej);
-                }
-            }
-            Outcome::Cancelled => {}
-        }
+        };
+        // A failure jumps the estimate (a peak), whatever the success weights.
+        e.latency
+            .observe_per_sample(recorded, now, (1.0, 0.0), cfg.decay, rest);
+        let cfg_ej = if may_eject {
+            cfg.ejection
+        } else {
+            crate::ejection::EjectionConfig::DISABLED
+        };
+        e.ejection.on_failure(now, &cfg_ej);
     }
 
     /// The worker could not be connected to (refused, reset or timed out before the request
@@ -405,43 +417,6 @@ impl Scheduler {
         }
     }
 
-    /// Every worker's figures (allocates; for metrics and debug pages).
-    pub fn snapshot(&self, now: Duration) -> Vec<WorkerSnapshot> {
-        let fleet = self.fleet_latency_per_speed();
-        self.table
-            .iter()
-            .map(|e| {
-                let rest = match self.cfg.decay_target {
-                    crate::config::DecayTarget::Zero => 0.0,
-                    crate::config::DecayTarget::ClassPrior => fleet / e.speed.max(1e-3),
-                };
-                WorkerSnapshot {
-                    id: e.view.id.clone(),
-                    state: e.view.state,
-                    healthy: e.view.healthy,
-                    speed: e.speed,
-                    in_flight: e.in_flight,
-                    published_load: e.view.load.total(),
-                    latency_s: e.latency.estimate(now, self.cfg.decay, rest),
-                    picks: e.picks,
-                    successes: e.successes,
-                    failures: e.failures,
-                    ejected_for_s: e
-                        .ejection
-                        .until()
-                        .filter(|&u| u > now)
-                        .map(|u| (u - now).as_secs_f64()),
-                    trust: e.trust.score,
-                    verified: e.trust.verified,
-                    distrusted: e.trust.is_distrusted(&self.cfg.trust),
-                    weight: e.capacity() * e.trust.score,
-                    slots_learned: e.slots(),
-                    speed_observed: None,
-                }
-            })
-            .collect()
-    }
-
     /// Whether one more ejection keeps the ejected share within
     /// [`crate::ejection::EjectionConfig::max_ejected_share`] (O(n); only on failures).
     fn ejected_share_below_cap(&self, now: Duration) -> bool {
@@ -455,7 +430,7 @@ impl Scheduler {
     }
 
     /// Fleet latency per unit speed, falling back to the default RTT before any sample.
-    fn fleet_latency_per_speed(&self) -> f64 {
+    pub(crate) fn fleet_latency_per_speed(&self) -> f64 {
         if self.latency_per_speed > 0.0 {
             self.latency_per_speed
         } else {

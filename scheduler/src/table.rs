@@ -1,9 +1,17 @@
 //! The worker table: dense slots, id lookup, a per-service index, and each worker's live
-//! statistics (this scheduler's in-flight count, latency estimate, failure record).
+//! statistics (this scheduler's in-flight count, latency estimate, failure record, learned
+//! slots, trust).
+//!
+//! Every change is O(1) amortised in the fleet size: each entry remembers its position in
+//! each service list, so removal is a `swap_remove` plus one fix-up, and the bound on
+//! sampling weights ([`crate::bound`]) is adjusted per change rather than recomputed.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use crate::bound::{WeightBound, bucket_of};
+use crate::capacity::{CapacityConfig, FleetMedian, LearnedSlots};
 use crate::ejection::Ejection;
 use crate::ewma::PeakEwma;
 use crate::gpu::contains_ignore_ascii_case;
@@ -40,6 +48,11 @@ pub struct WorkerEntry {
     pub(crate) failures: u64,
     pub(crate) added_at: Duration,
     pub(crate) trust: TrustState,
+    pub(crate) slots: LearnedSlots,
+    /// (service list index, position in it), one per service the worker is linked into.
+    positions: Vec<(u32, u32)>,
+    /// The weight bucket this entry is counted in ([`crate::bound`]).
+    bucket: Option<u8>,
 }
 
 impl WorkerEntry {
@@ -51,18 +64,31 @@ impl WorkerEntry {
     pub fn key(&self) -> WorkerKey {
         self.key
     }
-    /// Relative throughput (1.0 = one H100).
+    /// Relative throughput of its GPU class (1.0 = one H100): the ceiling of the speed it is
+    /// weighted with ([`crate::capacity`]).
     pub fn speed(&self) -> f64 {
         self.speed
     }
-    /// Batch slots (at least 1).
+    /// Batch slots this scheduler credits it with, learned from serving (at least 1; the
+    /// claim itself when learning is off).
+    #[inline]
     pub fn slots(&self) -> u32 {
+        self.slots.get()
+    }
+    /// Batch slots its record claims (at least 1).
+    pub fn claimed_slots(&self) -> u32 {
         self.view.load.slots()
     }
-    /// Capacity: speed × slots (one H100 slot = 1.0).
+    /// Credited capacity: class speed × learned slots (one H100 slot = 1.0). An upper bound
+    /// of its sampling weight.
     #[inline]
     pub fn capacity(&self) -> f64 {
         self.speed * f64::from(self.slots())
+    }
+    /// What its sampling weight can reach now: capacity × trust (clamped finite).
+    #[inline]
+    pub(crate) fn weight_ceiling(&self) -> f64 {
+        (self.capacity() * self.trust.score).clamp(0.0, f64::MAX)
     }
     /// Requests this scheduler has sent and not yet seen finish.
     pub fn in_flight(&self) -> u32 {
@@ -113,8 +139,12 @@ pub(crate) struct Table {
     services: HashMap<String, usize>,
     by_service: Vec<Vec<u32>>,
     len: usize,
-    /// An upper bound on every worker's capacity (exact after a removal).
-    max_capacity: f64,
+    /// A bound on every worker's sampling weight, within 2× of the largest.
+    bound: WeightBound,
+    /// The fleet's median learned slots, for new workers' priors.
+    median: FleetMedian,
+    /// Picks that fell back from rejection sampling to a full scan.
+    pub(crate) fallbacks: AtomicU64,
 }
 
 impl Table {
@@ -122,15 +152,21 @@ impl Table {
         self.len
     }
 
-    pub(crate) fn max_capacity(&self) -> f64 {
-        self.max_capacity
+    /// A bound on every worker's sampling weight (0 with no workers).
+    #[inline]
+    pub(crate) fn weight_bound(&self) -> f64 {
+        self.bound.bound()
     }
 
-    fn raise_max_capacity(&mut self, slot: u32) {
-        let c = self.entry(slot).capacity();
-        if c.is_finite() {
-            self.max_capacity = self.max_capacity.max(c);
-        }
+    /// Recounts `slot`'s weight in the bound after anything it depends on changed (O(1)).
+    #[inline]
+    pub(crate) fn retrack(&mut self, slot: u32) {
+        let Some(e) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let to = bucket_of(e.weight_ceiling());
+        let from = std::mem::replace(&mut e.bucket, to);
+        self.bound.shift(from, to);
     }
 
     pub(crate) fn get(&self, slot: u32) -> Option<&WorkerEntry> {
@@ -180,13 +216,15 @@ impl Table {
         self.entries.iter().flatten()
     }
 
-    /// Inserts or replaces a worker's view; live figures survive a replace.
+    /// Inserts or replaces a worker's view; live figures survive a replace (a lower slot
+    /// claim lowers the learned slots at once).
     pub(crate) fn upsert(
         &mut self,
         view: WorkerView,
         now: Duration,
         seed: Duration,
         trust: TrustState,
+        cfg: &CapacityConfig,
     ) -> WorkerKey {
         let speed = view.effective_speed();
         let vram = view.max_free_vram_mib();
@@ -195,19 +233,25 @@ impl Table {
                 Some(e) => {
                     e.speed = speed;
                     e.max_free_vram_mib = vram;
+                    e.slots.on_claim(view.load.slots(), cfg);
                     std::mem::replace(&mut e.view, view)
                 }
                 None => unreachable!("id map points at an empty slot"),
             }
             .services;
-            let new_services = self.entry(slot).view.services.clone();
-            if old_services != new_services {
-                self.unlink(slot, &old_services);
+            if old_services != self.entry(slot).view.services {
+                self.unlink(slot);
+                let new_services = self.entry(slot).view.services.clone();
                 self.link(slot, &new_services);
             }
-            self.raise_max_capacity(slot);
+            self.retrack(slot);
             return self.entry(slot).key;
         }
+        let median = self.median.get(
+            now,
+            self.entries.iter().flatten().map(|e| e.slots.get()),
+            cfg,
+        );
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -220,6 +264,7 @@ impl Table {
         let key = WorkerKey { slot, generation };
         let services = view.services.clone();
         self.ids.insert(view.id.clone(), slot);
+        let slots = LearnedSlots::new(view.load.slots(), median, cfg);
         self.entries[slot as usize] = Some(WorkerEntry {
             view,
             key,
@@ -233,22 +278,35 @@ impl Table {
             failures: 0,
             added_at: now,
             trust,
+            slots,
+            positions: Vec::with_capacity(services.len()),
+            bucket: None,
         });
         self.link(slot, &services);
         self.len += 1;
-        self.raise_max_capacity(slot);
+        self.retrack(slot);
         key
     }
 
-    pub(crate) fn update_load(&mut self, id: &str, load: PublishedLoad) -> bool {
+    pub(crate) fn update_load(
+        &mut self,
+        id: &str,
+        load: PublishedLoad,
+        cfg: &CapacityConfig,
+    ) -> bool {
         let Some(&slot) = self.ids.get(id) else {
             return false;
         };
         if let Some(e) = self.entries[slot as usize].as_mut() {
             e.view.load = load;
+            e.slots.on_claim(load.slots(), cfg);
         }
-        self.raise_max_capacity(slot);
+        self.retrack(slot);
         true
+    }
+
+    pub(crate) fn slot_of(&self, id: &str) -> Option<u32> {
+        self.ids.get(id).copied()
     }
 
     pub(crate) fn entry_mut_by_id(&mut self, id: &str) -> Option<&mut WorkerEntry> {
@@ -269,30 +327,28 @@ impl Table {
             Some(e) => {
                 e.view.speed = speed;
                 e.speed = e.view.effective_speed();
-                self.raise_max_capacity(slot);
+                self.retrack(slot);
                 true
             }
             None => false,
         }
     }
 
+    /// Forgets a worker in O(1) amortised: no other entry is visited except the one each
+    /// `swap_remove` moves.
     pub(crate) fn remove(&mut self, id: &str) -> Option<WorkerView> {
         let slot = self.ids.remove(id)?;
+        self.unlink(slot);
         let entry = self.entries[slot as usize].take()?;
-        self.unlink(slot, &entry.view.services);
+        self.bound.shift(entry.bucket, None);
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
         self.len -= 1;
-        self.max_capacity = self
-            .entries
-            .iter()
-            .flatten()
-            .map(WorkerEntry::capacity)
-            .filter(|c| c.is_finite())
-            .fold(0.0, f64::max);
         Some(entry.view)
     }
 
+    /// Adds `slot` to each service's list, remembering where (a service named twice is
+    /// linked once).
     fn link(&mut self, slot: u32, services: &[String]) {
         for s in services {
             let idx = match self.services.get(s.as_str()) {
@@ -303,21 +359,41 @@ impl Table {
                     self.by_service.len() - 1
                 }
             };
-            let list = &mut self.by_service[idx];
-            if !list.contains(&slot) {
-                list.push(slot);
+            let Some(Some(e)) = self.entries.get_mut(slot as usize) else {
+                return;
+            };
+            if e.positions.iter().any(|&(i, _)| i as usize == idx) {
+                continue;
             }
+            let list = &mut self.by_service[idx];
+            e.positions.push((idx as u32, list.len() as u32));
+            list.push(slot);
         }
     }
 
-    fn unlink(&mut self, slot: u32, services: &[String]) {
-        for s in services {
-            if let Some(&i) = self.services.get(s.as_str()) {
-                let list = &mut self.by_service[i];
-                if let Some(pos) = list.iter().position(|&x| x == slot) {
-                    list.swap_remove(pos);
-                }
+    /// Takes `slot` out of every service list it is in: `swap_remove`, then the moved
+    /// entry's remembered position is fixed.
+    fn unlink(&mut self, slot: u32) {
+        let positions = match self.entries.get_mut(slot as usize) {
+            Some(Some(e)) => std::mem::take(&mut e.positions),
+            _ => return,
+        };
+        for &(idx, pos) in &positions {
+            let list = &mut self.by_service[idx as usize];
+            list.swap_remove(pos as usize);
+            let Some(&moved) = list.get(pos as usize) else {
+                continue;
+            };
+            if let Some(Some(m)) = self.entries.get_mut(moved as usize)
+                && let Some(p) = m.positions.iter_mut().find(|(i, _)| *i == idx)
+            {
+                p.1 = pos;
             }
+        }
+        // Keep the allocation for the next link.
+        if let Some(Some(e)) = self.entries.get_mut(slot as usize) {
+            e.positions = positions;
+            e.positions.clear();
         }
     }
 

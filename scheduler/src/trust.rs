@@ -80,6 +80,8 @@ pub struct TrustConfig {
     pub serve_step: f64,
     /// Share of the gap to 1 one passed check closes.
     pub verified_step: f64,
+    /// The score a wrong canary answer leaves at most (below `floor`: distrusted at once).
+    pub wrong_answer_score: f64,
     /// Factor applied on a disagreement.
     pub disagree_factor: f64,
     /// Factor applied on a missed deadline.
@@ -94,6 +96,7 @@ impl TrustConfig {
         unverified_cap: 0.6,
         serve_step: 0.01,
         verified_step: 0.5,
+        wrong_answer_score: 0.05,
         disagree_factor: 0.5,
         deadline_factor: 0.7,
     };
@@ -106,6 +109,7 @@ impl TrustConfig {
         unverified_cap: 1.0,
         serve_step: 0.0,
         verified_step: 0.0,
+        wrong_answer_score: 1.0,
         disagree_factor: 1.0,
         deadline_factor: 1.0,
     };
@@ -149,7 +153,7 @@ impl TrustState {
             }
             Evidence::CanaryFailed => {
                 self.failed = self.failed.saturating_add(1);
-                self.score = (self.score * 0.1).min(cfg.floor * 0.5);
+                self.score = self.score.min(cfg.wrong_answer_score);
             }
             Evidence::CrossCheckDisagreed => {
                 self.failed = self.failed.saturating_add(1);

@@ -11,13 +11,13 @@ use super::UsageError;
 /// Flags of `gpumesh sim`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scenario: homogeneous-exp, hetero, slow-worker, fast-fail, join, stale, or all.
+    /// Scenario: homogeneous-exp, hetero, slow-worker, fast-fail, join, stale, liars, or all.
     #[arg(long, env = "GPUMESH_SIM_SCENARIO", default_value = "all")]
     scenario: String,
     /// Offered load ρ as a share of total capacity (0 < ρ ≤ 2).
     #[arg(long, env = "GPUMESH_SIM_LOAD", default_value_t = 0.9)]
     load: f64,
-    /// Workers (default: per scenario — 100, 32, 8, 16, 16, 32).
+    /// Workers (default: per scenario — 100, 32, 32, 16, 16, 32, 160).
     #[arg(long, env = "GPUMESH_SIM_WORKERS")]
     workers: Option<usize>,
     /// Requests per run (1000 ..= 50000000).

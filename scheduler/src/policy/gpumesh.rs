@@ -6,7 +6,7 @@
 //!     estimate, 0.05 below; a failure jumps it), seeded with and decaying (τ 10 s)
 //!     towards the class prior (fleet latency per unit speed ÷ the worker's speed factor)
 //! q = own live in-flight + others' published load × e^(−age / 0.5 s)
-//! c = the worker's batch slots (published max concurrency)
+//! c = the worker's learned batch slots (its claim is only a ceiling; see crate::capacity)
 //! ```
 //!
 //! Why each part (measurements in docs/benchmarks/scheduler.md):
@@ -20,9 +20,12 @@
 //! - Failures are recorded as latency of at least 10× the prior and twice the current
 //!   estimate, so a worker failing in 1 ms looks slow, not fast; five in a row eject it with
 //!   exponential backoff (see [`crate::ejection`]).
-//! - Candidates are drawn in proportion to capacity (speed × slots), so two T4s are rarely
-//!   the only choice; a new worker's weight ramps from 30% to 100% over 10 s (slow start),
-//!   so it gets traffic at once but is not flooded while its queue is still empty.
+//! - Candidates are drawn in proportion to a weight, speed used × learned slots × trust
+//!   ([`crate::capacity`], [`crate::trust`]), so two T4s are rarely the only choice and a
+//!   record's claims never draw more traffic than the worker has been seen to serve; a new
+//!   worker's weight ramps from 30% to 100% over 10 s (slow start), so it gets traffic at
+//!   once but is not flooded while its queue is still empty. The cost itself does not use
+//!   trust: it is the expected delay, whoever answers.
 //! - Published load covers other gateways' requests; it is discounted by age because a
 //!   30-second-old queue depth says little, and the live count and latency come first.
 
@@ -32,7 +35,7 @@ use super::{Policy, p2c_weighted};
 use crate::candidates::Candidates;
 
 /// gpumesh: P2C over two distinct random eligible workers, drawn with probability
-/// proportional to capacity, on [`cost`].
+/// proportional to their sampling weight, on [`cost`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gpumesh;
 

@@ -19,7 +19,7 @@ impl Policy for OracleSed {
         scan_min(c, rng, |s| {
             let w = c.worker(s);
             let q = f64::from(w.published().total());
-            let slots = f64::from(w.slots());
+            let slots = f64::from(w.claimed_slots());
             ((q + 1.0) / slots).max(1.0) / w.speed().max(1e-9)
         })
     }
@@ -37,13 +37,13 @@ impl Policy for OracleCentral {
     fn choose(&mut self, c: &Candidates<'_>, rng: &mut dyn RngCore) -> Option<u32> {
         let pick = scan_min(c, rng, |s| {
             let w = c.worker(s);
-            if w.published().total() < w.slots() {
+            if w.published().total() < w.claimed_slots() {
                 -w.speed()
             } else {
                 f64::INFINITY
             }
         })?;
         let w = c.worker(pick);
-        (w.published().total() < w.slots()).then_some(pick)
+        (w.published().total() < w.claimed_slots()).then_some(pick)
     }
 }

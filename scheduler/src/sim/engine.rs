@@ -2,6 +2,7 @@
 //! FIFO queues, published load, timeouts, and the scenario's disturbances.
 
 mod event;
+mod liars;
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
@@ -12,11 +13,11 @@ use rand_distr::{Distribution, Exp1};
 
 use self::event::{Event, Timed};
 use super::dist::ServiceDist;
-use super::scenario::BASE_SERVICE_S;
+use super::scenario::{BASE_SERVICE_S, Lie};
 use crate::policy::PolicyKind;
 use crate::scheduler::{Outcome, Scheduler};
 use crate::table::WorkerKey;
-use crate::worker::{PublishedLoad, WorkerView};
+use crate::worker::PublishedLoad;
 use crate::{NoEligible, Requirements};
 
 /// Everything one run needs (one policy, one scenario variant).
@@ -44,6 +45,11 @@ pub struct RunSpec {
     pub slow: Option<(usize, f64, f64, f64)>,
     /// (worker, from): a worker that fails every request in 1 ms from `from` on.
     pub fail: Option<(usize, f64)>,
+    /// Per worker, how it lies (empty: nobody does). `fleet` holds the truth.
+    pub lies: Vec<Option<Lie>>,
+    /// The gateway checks answers: a canary per worker on join and for 1 % of requests, and a
+    /// missed deadline (`timeout`) is reported as evidence.
+    pub checks: bool,
     /// Seed: arrivals and work are drawn from it identically for every policy.
     pub seed: u64,
 }
@@ -122,6 +128,8 @@ struct Sim<'a> {
     fair_samples: u64,
     workload: SmallRng,
     picker: SmallRng,
+    /// Draws canaries: apart from `workload` so arrivals stay the same for every policy.
+    checker: SmallRng,
 }
 
 fn dur(s: f64) -> Duration {
@@ -153,6 +161,7 @@ pub fn run(spec: &RunSpec, kind: PolicyKind) -> RunOutput {
         fair_samples: 0,
         workload: SmallRng::seed_from_u64(spec.seed),
         picker: SmallRng::seed_from_u64(spec.seed ^ 0x9e37_79b9_7f4a_7c15),
+        checker: SmallRng::seed_from_u64(spec.seed ^ 0x5851_f42d_4c95_7f2d),
     };
     sim.start();
     while let Some(t) = sim.heap.pop() {
@@ -221,19 +230,11 @@ impl Sim<'_> {
     }
 
     fn join(&mut self, w: u32) {
-        let (model, speed, slots) = self.spec.fleet[w as usize];
-        let mut view = WorkerView::online(self.ids[w as usize].clone(), "llm", model);
-        view.load = PublishedLoad {
-            max_concurrency: slots,
-            published_at: dur(self.now),
-            ..PublishedLoad::default()
-        };
-        if self.kind.is_oracle() {
-            view.speed = Some(speed);
-        }
+        let view = self.view_of(w);
         for g in &mut self.gateways {
             g.upsert_worker(view.clone(), dur(self.now));
         }
+        self.on_join_checks(w);
         let sw = &mut self.workers[w as usize];
         sw.joined = true;
         sw.joined_at = self.now;
@@ -253,7 +254,7 @@ impl Sim<'_> {
         let load = PublishedLoad {
             in_flight: sw.busy,
             queued: sw.queue.len() as u32,
-            max_concurrency: sw.slots,
+            max_concurrency: self.claimed_slots(w),
             published_at: dur(self.now),
         };
         let id = &self.ids[w as usize];
@@ -285,6 +286,7 @@ impl Sim<'_> {
                     }
                 }
             }
+            Event::Evidence { worker, evidence } => self.evidence(worker, evidence),
             Event::Fail { worker } => {
                 self.workers[worker as usize].failing = true;
                 if self.kind.is_oracle() {
@@ -326,6 +328,7 @@ impl Sim<'_> {
         if self.dispatch(id) == Dispatch::Held {
             self.central.push_back(id);
         }
+        self.maybe_canary();
     }
 
     /// Picks a worker for `req` through its gateway and hands it over.
@@ -358,6 +361,9 @@ impl Sim<'_> {
     }
 
     fn enqueue(&mut self, w: u32, req: u32) {
+        if self.liar_takes(w, req) {
+            return;
+        }
         let sw = &mut self.workers[w as usize];
         if sw.failing {
             self.schedule(
@@ -401,7 +407,8 @@ impl Sim<'_> {
     }
 
     fn done(&mut self, w: u32, req: u32, ok: bool) {
-        if ok {
+        // Garbage and tarpit answers hold no batch slot.
+        if ok && !self.is_slotless(w) {
             let sw = &mut self.workers[w as usize];
             sw.busy -= 1;
             if let Some(next) = sw.queue.pop_front() {
@@ -419,6 +426,10 @@ impl Sim<'_> {
             self.publish(w, false);
         }
         self.finish(req, ok);
+        if self.lie(w) == Some(Lie::Garbage) {
+            // The gateway took it for a success; the client got a wrong answer.
+            self.records[req as usize].ok = false;
+        }
         self.drain_central();
     }
 
@@ -436,6 +447,9 @@ impl Sim<'_> {
             self.publish(r.worker, false);
         }
         self.finish(req, false);
+        if self.spec.checks && r.key.is_some() {
+            self.evidence(r.worker, crate::trust::Evidence::DeadlineMissed);
+        }
     }
 
     fn finish(&mut self, req: u32, ok: bool) {

@@ -20,7 +20,7 @@ pub mod scenario;
 pub use dist::ServiceDist;
 pub use options::{SimConfigError, parse_policies, parse_scenarios};
 pub use report::{PolicyResult, ScenarioReport};
-pub use scenario::Scenario;
+pub use scenario::{Lie, Scenario};
 
 use crate::policy::PolicyKind;
 use engine::RunSpec;
@@ -93,12 +93,16 @@ pub fn run_scenario(cfg: &SimConfig) -> ScenarioReport {
 pub fn spec_for(cfg: &SimConfig, n: usize, publish_every: f64, seed: u64) -> RunSpec {
     let sc = cfg.scenario;
     let fleet = sc.fleet(n);
+    let lies = sc.lies(n);
     let (joiners, join_frac) = sc.joiners(n);
+    // Load is offered against what the fleet can really serve: a worker that answers wrong,
+    // never or too late adds nothing.
     let capacity: f64 = fleet
         .iter()
+        .zip(&lies)
         .enumerate()
-        .filter(|(i, _)| !joiners.contains(i))
-        .map(|(_, &(_, speed, slots))| speed * f64::from(slots))
+        .filter(|(i, (_, lie))| !joiners.contains(i) && lie.is_none_or(Lie::serves))
+        .map(|(_, (&(_, speed, slots), _))| speed * f64::from(slots))
         .sum::<f64>()
         / scenario::BASE_SERVICE_S;
     let rate = cfg.load * capacity;
@@ -106,6 +110,7 @@ pub fn spec_for(cfg: &SimConfig, n: usize, publish_every: f64, seed: u64) -> Run
     let service = cfg.service.unwrap_or(sc.default_service());
     let timeout = match sc {
         Scenario::SlowWorker => Some(5.0 * service.median() * scenario::BASE_SERVICE_S),
+        Scenario::Liars => Some(scenario::LIARS_DEADLINE_S),
         _ => None,
     };
     RunSpec {
@@ -120,6 +125,8 @@ pub fn spec_for(cfg: &SimConfig, n: usize, publish_every: f64, seed: u64) -> Run
         timeout,
         slow: (sc == Scenario::SlowWorker).then_some((0, 10.0, 0.25 * duration, 0.75 * duration)),
         fail: (sc == Scenario::FastFail).then_some((0, 0.2 * duration)),
+        checks: sc == Scenario::Liars,
+        lies,
         seed,
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::engine::{RequestRecord, RunOutput, RunSpec};
-use super::scenario::{BASE_SERVICE_S, Scenario};
+use super::scenario::{BASE_SERVICE_S, Lie, Scenario};
 use crate::policy::PolicyKind;
 
 /// Share of the earliest requests left out of latency figures (the empty-system transient).
@@ -49,6 +49,22 @@ pub struct PolicyResult {
     /// share (the fleet's mean requests per worker over the same moments).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_peak_vs_fair: Option<f64>,
+    /// `liars`: per group (`honest` and each [`Lie`]), its share of the requests and its
+    /// share of the fleet's true capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<BTreeMap<String, GroupShare>>,
+    /// `liars`: (p50, p99) of the requests honest workers answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub honest_p50_p99: Option<(f64, f64)>,
+}
+
+/// One group's shares in the `liars` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GroupShare {
+    /// Share of the requests (after warm-up) sent to the group's workers.
+    pub traffic: f64,
+    /// Share of the fleet's true capacity (0 for workers whose answers are worthless).
+    pub capacity: f64,
 }
 
 /// One scenario's results: the `gpumesh sim --json` object.
@@ -85,13 +101,19 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 fn traffic_vs_capacity(spec: &RunSpec, recs: &[RequestRecord]) -> BTreeMap<String, f64> {
     let mut traffic: BTreeMap<&str, f64> = BTreeMap::new();
     let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
-    for &(model, speed, slots) in &spec.fleet {
+    let honest = |w: usize| spec.lies.get(w).copied().flatten().is_none();
+    for (w, &(model, speed, slots)) in spec.fleet.iter().enumerate() {
+        if !honest(w) {
+            continue;
+        }
         *capacity.entry(model).or_default() += speed * f64::from(slots);
         traffic.entry(model).or_default();
     }
     let mut sent = 0.0;
     for r in recs {
-        if let Some(&(model, _, _)) = spec.fleet.get(r.worker as usize) {
+        if let Some(&(model, _, _)) = spec.fleet.get(r.worker as usize)
+            && honest(r.worker as usize)
+        {
             *traffic.entry(model).or_default() += 1.0;
             sent += 1.0;
         }
@@ -151,24 +173,17 @@ pub fn summarise(
         failing_share_first_1s: None,
         join_first_request_s: None,
         join_peak_vs_fair: None,
+        groups: None,
+        honest_p50_p99: None,
     };
+    if scenario == Scenario::Liars {
+        result.groups = Some(liar_groups(spec, &recs[skip..]));
+        result.honest_p50_p99 = Some(honest_percentiles(spec, &recs[skip..]));
+    }
     if let (Scenario::FastFail, Some((w, from))) = (scenario, spec.fail) {
-        let share = |a: f64, b: f64| {
-            let in_window = recs.iter().filter(|r| r.arrival >= a && r.arrival < b);
-            let (n, to_w) = in_window.fold((0u64, 0u64), |(n, k), r| {
-                (n + 1, k + u64::from(r.worker == w as u32))
-            });
-            to_w as f64 / n.max(1) as f64
-        };
-        result.failing_share_first_1s = Some(share(from, from + 1.0));
-        let last = recs.last().map_or(from, |r| r.arrival);
-        let mut worst: f64 = 0.0;
-        let mut t = from + 1.0;
-        while t + 1.0 <= last {
-            worst = worst.max(share(t, t + 1.0));
-            t += 0.25;
-        }
-        result.failing_share_after_1s = Some(worst);
+        let (first, after) = failing_shares(recs, w as u32, from);
+        result.failing_share_first_1s = Some(first);
+        result.failing_share_after_1s = Some(after);
     }
     if scenario == Scenario::Join && !spec.joiners.is_empty() {
         let mut worst_first: f64 = 0.0;
@@ -184,6 +199,65 @@ pub fn summarise(
         result.join_peak_vs_fair = Some(f64::from(peak) / out.fair_in_system.max(1e-9));
     }
     result
+}
+
+/// `fast-fail`: worker `w`'s share of arrivals in the first second from `from`, and its
+/// largest share in any 1 s window (steps of 0.25 s) starting 1 s or more later.
+fn failing_shares(recs: &[RequestRecord], w: u32, from: f64) -> (f64, f64) {
+    let share = |a: f64, b: f64| {
+        let in_window = recs.iter().filter(|r| r.arrival >= a && r.arrival < b);
+        let (n, to_w) = in_window.fold((0u64, 0u64), |(n, k), r| {
+            (n + 1, k + u64::from(r.worker == w))
+        });
+        to_w as f64 / n.max(1) as f64
+    };
+    let last = recs.last().map_or(from, |r| r.arrival);
+    let mut worst: f64 = 0.0;
+    let mut t = from + 1.0;
+    while t + 1.0 <= last {
+        worst = worst.max(share(t, t + 1.0));
+        t += 0.25;
+    }
+    (share(from, from + 1.0), worst)
+}
+
+/// One policy's markdown table row.
+fn write_row(s: &mut String, r: &PolicyResult, stale: bool) {
+    let _ = write!(s, "| {} |", r.policy);
+    if stale {
+        let _ = write!(s, " {} |", r.publish_interval_s);
+    }
+    let shares: Vec<String> = r
+        .traffic_vs_capacity
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect();
+    let _ = write!(
+        s,
+        " {} | {} | {} | {} | {} | {} | {:.4} | {} |",
+        num(r.p50),
+        num(r.p99),
+        num(r.p999),
+        num(r.mean),
+        num(r.throughput),
+        r.errors,
+        r.success_ratio,
+        shares.join(", ")
+    );
+    if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
+        let _ = write!(s, " {a:.4} / {b:.4} |");
+    }
+    if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_vs_fair) {
+        let _ = write!(s, " {a:.3} / {b:.2} |");
+    }
+    if let (Some((p50, p99)), Some(groups)) = (r.honest_p50_p99, &r.groups) {
+        let shares: Vec<String> = groups
+            .iter()
+            .map(|(k, g)| format!("{k} {:.4} / {:.4}", g.traffic, g.capacity))
+            .collect();
+        let _ = write!(s, " {} / {} | {} |", num(p50), num(p99), shares.join(", "));
+    }
+    let _ = writeln!(s);
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -233,7 +307,96 @@ pub fn median_of(runs: Vec<PolicyResult>) -> PolicyResult {
         failing_share_first_1s: mo(&|r| r.failing_share_first_1s),
         join_first_request_s: mo(&|r| r.join_first_request_s),
         join_peak_vs_fair: mo(&|r| r.join_peak_vs_fair),
+        groups: first.groups.as_ref().map(|g| {
+            let share = |k: &String, f: fn(&GroupShare) -> f64| {
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.groups.as_ref()?.get(k).map(f))
+                        .collect(),
+                )
+            };
+            g.keys()
+                .map(|k| {
+                    let traffic = share(k, |g| g.traffic);
+                    let capacity = share(k, |g| g.capacity);
+                    (k.clone(), GroupShare { traffic, capacity })
+                })
+                .collect()
+        }),
+        honest_p50_p99: first.honest_p50_p99.map(|_| {
+            let p = |f: fn((f64, f64)) -> f64| {
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.honest_p50_p99.map(f))
+                        .collect(),
+                )
+            };
+            (p(|x| x.0), p(|x| x.1))
+        }),
     }
+}
+
+/// The group a worker belongs to in reports.
+fn group_of(spec: &RunSpec, w: usize) -> &'static str {
+    spec.lies
+        .get(w)
+        .copied()
+        .flatten()
+        .map_or("honest", Lie::label)
+}
+
+/// Per group: share of `recs` sent to it, and share of the true capacity.
+fn liar_groups(spec: &RunSpec, recs: &[RequestRecord]) -> BTreeMap<String, GroupShare> {
+    let mut groups: BTreeMap<&str, GroupShare> = BTreeMap::new();
+    let mut cap_total = 0.0;
+    for (w, &(_, speed, slots)) in spec.fleet.iter().enumerate() {
+        let serves = spec.lies.get(w).copied().flatten().is_none_or(Lie::serves);
+        let c = if serves {
+            speed * f64::from(slots)
+        } else {
+            0.0
+        };
+        groups.entry(group_of(spec, w)).or_insert(GroupShare {
+            traffic: 0.0,
+            capacity: 0.0,
+        });
+        if let Some(g) = groups.get_mut(group_of(spec, w)) {
+            g.capacity += c;
+        }
+        cap_total += c;
+    }
+    let mut sent = 0.0;
+    for r in recs
+        .iter()
+        .filter(|r| (r.worker as usize) < spec.fleet.len())
+    {
+        if let Some(g) = groups.get_mut(group_of(spec, r.worker as usize)) {
+            g.traffic += 1.0;
+        }
+        sent += 1.0;
+    }
+    groups
+        .into_iter()
+        .map(|(k, g)| {
+            let share = GroupShare {
+                traffic: g.traffic / f64::max(sent, 1.0),
+                capacity: g.capacity / f64::max(cap_total, 1e-12),
+            };
+            (k.to_owned(), share)
+        })
+        .collect()
+}
+
+/// (p50, p99) of successful requests answered by honest workers, in mean service times.
+fn honest_percentiles(spec: &RunSpec, recs: &[RequestRecord]) -> (f64, f64) {
+    let mut lat: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.ok && group_of(spec, r.worker as usize) == "honest")
+        .map(|r| r.latency / BASE_SERVICE_S)
+        .filter(|l| l.is_finite())
+        .collect();
+    lat.sort_unstable_by(f64::total_cmp);
+    (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
 
 fn num(x: f64) -> String {
@@ -281,6 +444,10 @@ impl ScenarioReport {
         {
             extra.push("joiner first request (s) / peak ÷ fair share");
         }
+        if self.results.iter().any(|r| r.groups.is_some()) {
+            extra.push("honest p50 / p99");
+            extra.push("traffic share / true capacity share per group");
+        }
         let _ = write!(s, "| policy |");
         if stale {
             let _ = write!(s, " Δ (s) |");
@@ -296,34 +463,7 @@ impl ScenarioReport {
         let cols = 9 + usize::from(stale) + extra.len();
         let _ = writeln!(s, "|{}", "---|".repeat(cols));
         for r in &self.results {
-            let _ = write!(s, "| {} |", r.policy);
-            if stale {
-                let _ = write!(s, " {} |", r.publish_interval_s);
-            }
-            let shares: Vec<String> = r
-                .traffic_vs_capacity
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.2}"))
-                .collect();
-            let _ = write!(
-                s,
-                " {} | {} | {} | {} | {} | {} | {:.4} | {} |",
-                num(r.p50),
-                num(r.p99),
-                num(r.p999),
-                num(r.mean),
-                num(r.throughput),
-                r.errors,
-                r.success_ratio,
-                shares.join(", ")
-            );
-            if let (Some(a), Some(b)) = (r.failing_share_first_1s, r.failing_share_after_1s) {
-                let _ = write!(s, " {a:.4} / {b:.4} |");
-            }
-            if let (Some(a), Some(b)) = (r.join_first_request_s, r.join_peak_vs_fair) {
-                let _ = write!(s, " {a:.3} / {b:.2} |");
-            }
-            let _ = writeln!(s);
+            write_row(&mut s, r, stale);
         }
         s
     }

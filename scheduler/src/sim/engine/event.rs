@@ -3,6 +3,8 @@
 
 use std::cmp::Ordering;
 
+use crate::trust::Evidence;
+
 /// Something that happens at a simulated instant.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Event {
@@ -13,6 +15,7 @@ pub(super) enum Event {
     Join { worker: u32 },
     Speed { worker: u32, factor: f64 },
     Fail { worker: u32 },
+    Evidence { worker: u32, evidence: Evidence },
 }
 
 /// An [`Event`] with its time and a sequence number that breaks ties in scheduling order.
