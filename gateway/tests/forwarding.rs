@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
+use gpumesh_dht::record::GpuInfo;
 use gpumesh_gateway::Config;
 use gpumesh_gateway::api::types::{ErrorBody, WorkerView};
 use reqwest::StatusCode;
@@ -111,7 +112,7 @@ async fn a_dead_workers_requests_fail_over_to_a_live_one() {
     // The live worker has a slow GPU class and the dead one a fast one, so the scheduler
     // prefers the dead worker first: the first request must fail over.
     let mut live = record("live", "echo", &format!("http://{w}"));
-    live.gpus[0].model = "Tesla T4".into();
+    live.gpus[0] = GpuInfo::new("Tesla T4", "GPU-live", 15_360, 14_000);
     register(&gw, &live).await;
     register(
         &gw,
@@ -194,7 +195,7 @@ async fn a_broken_connection_is_retried_only_when_a_repeat_is_harmless() {
     let setup = || async {
         let gw = start_gateway(config()).await;
         let mut slow = record("live", "echo", &format!("http://{live}"));
-        slow.gpus[0].model = "Tesla T4".into();
+        slow.gpus[0] = GpuInfo::new("Tesla T4", "GPU-live", 15_360, 14_000);
         register(&gw, &slow).await;
         register(
             &gw,

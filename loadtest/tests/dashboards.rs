@@ -183,6 +183,9 @@ fn lazy(name: &str) -> bool {
         "gpumesh_dht_records_rejected_total",
         "gpumesh_dht_lookups_total",
         "gpumesh_dht_bootstraps_total",
+        // Only a gateway with a canary file sends canaries and cross-checks.
+        "gpumesh_gateway_canaries_total",
+        "gpumesh_gateway_cross_checks_total",
     ]
     .contains(&name)
 }
