@@ -306,8 +306,10 @@ impl Forwarder {
                 picked: Some(picked),
                 started: req.started,
             };
-            let (picked, sent) =
-                hedge::send(&self.client, guard, request, self.upstream_timeout, hedge).await;
+            // The first-byte deadline bounds the wait for the head too: a worker that never
+            // answers (a black hole) is cut at whichever comes first.
+            let head_limit = self.upstream_timeout.min(self.ttfb_timeout);
+            let (picked, sent) = hedge::send(&self.client, guard, request, head_limit, hedge).await;
             let failure = match sent {
                 Ok(Ok(resp)) => {
                     let head = req.method == Method::HEAD;

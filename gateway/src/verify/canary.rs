@@ -3,8 +3,8 @@
 //! Who gets one, per service with canaries (each tick of [`super::TICK`]):
 //! - a worker that joined and was never checked, soon after it joins, at most
 //!   [`JOIN_RATE`] a second per service (a flood of joiners cannot make the gateway flood);
-//! - a serving worker at random, within [`CANARY_SHARE`] of the service's real requests (a
-//!   token bucket the forwarder fills);
+//! - a serving worker at random, within [`CANARY_SHARE`] of the service's real requests less
+//!   its cross-check share (a token bucket the forwarder fills);
 //! - a distrusted worker every [`RECHECK_DISTRUSTED`], so that a fixed worker comes back.
 //!
 //! A right answer is [`Evidence::CanaryPassed`]; a wrong one (status, body, not parseable)
@@ -27,8 +27,10 @@ use crate::metrics::Metrics;
 
 /// Canaries for new workers per service per second, at most.
 pub const JOIN_RATE: f64 = 5.0;
-/// Share of a service's real requests matched by random canaries to serving workers.
-pub const CANARY_SHARE: f64 = 0.01;
+/// Share of a service's real requests matched by random canaries to serving workers and
+/// cross-check replays together. Below 1 %, so that the join and re-check canaries (bounded
+/// by [`JOIN_RATE`] and [`RECHECK_DISTRUSTED`]) still fit in 1 % of the fleet's work.
+pub const CANARY_SHARE: f64 = 0.008;
 /// How often a distrusted worker is canaried (its way back).
 pub const RECHECK_DISTRUSTED: Duration = Duration::from_secs(30);
 

@@ -154,8 +154,10 @@ impl Verifier {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves the requests counted since the last tick into `service`'s canary budget
-    /// ([`canary::CANARY_SHARE`] of a canary each, at most [`BUDGET_CAP`] saved up).
+    /// Moves the requests counted since the last tick into `service`'s canary budget: random
+    /// canaries and cross-checks share [`canary::CANARY_SHARE`] of a service's requests, so
+    /// a canary is earned per request by what the service's cross-check share leaves (at most
+    /// [`BUDGET_CAP`] saved up).
     fn fill_budget(&self, state: &mut RunnerState, service: &str) {
         let Some(counted) = self.requests.get(service) else {
             return;
@@ -164,7 +166,14 @@ impl Verifier {
             clippy::cast_precision_loss,
             reason = "request counts per tick are small"
         )]
-        let earned = counted.swap(0, Ordering::Relaxed) as f64 * canary::CANARY_SHARE;
+        let cross = self
+            .plan
+            .deterministic
+            .iter()
+            .find(|d| d.service == service)
+            .map_or(0.0, |d| d.share);
+        let share = (canary::CANARY_SHARE - cross).max(0.0);
+        let earned = counted.swap(0, Ordering::Relaxed) as f64 * share;
         let budget = state.budgets.entry(service.to_owned()).or_default();
         *budget = (*budget + earned).min(BUDGET_CAP);
     }

@@ -108,5 +108,10 @@ fn true_capacity_share(fleet: &Fleet, group: LiarGroup) -> f64 {
         .filter(|w| w.liar == Some(group))
         .map(|w| w.speed)
         .sum();
-    if all > 0.0 { mine / all } else { 0.0 }
+    // An empty sum is −0.0; a group with no useful capacity has a share of plain 0.
+    if all > 0.0 && mine > 0.0 {
+        mine / all
+    } else {
+        0.0
+    }
 }
