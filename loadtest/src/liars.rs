@@ -23,8 +23,9 @@ use serde::Serialize;
 
 use crate::error::LoadtestError;
 
-/// When the liars join, after the traffic started.
-pub const JOIN_AFTER: Duration = Duration::from_secs(10);
+/// When the liars join, after the traffic started: into a running fleet whose gateway has
+/// already checked the workers it found at its start (see `docs/trust.md`).
+pub const JOIN_AFTER: Duration = Duration::from_secs(30);
 /// Share of the fleet that lies.
 pub const LIAR_SHARE: f64 = 0.05;
 /// The hardware every liar claims.
@@ -126,8 +127,12 @@ pub struct LiarsReport {
     pub liar_groups: BTreeMap<String, GroupReport>,
     /// Honest workers the gateway ejected or distrusted at any time during the run.
     pub honest_workers_ejected: usize,
-    /// Canary and cross-check requests over all work requests the fleet received.
+    /// Canary and cross-check requests over all work requests the fleet received, from the
+    /// liars' join to the end.
     pub canary_share_of_capacity: f64,
+    /// The same over the whole traffic window, the gateway's checks of the fleet it found at
+    /// its start included.
+    pub canary_share_whole_run: f64,
 }
 
 /// Work requests received, per group and by honest workers, at one instant.

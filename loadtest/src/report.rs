@@ -142,8 +142,12 @@ impl Report {
         let _ = writeln!(
             s,
             "\n## Liars\n\nclient requests answered 2xx: {:.5}; honest workers ejected or \
-             distrusted: {}; canaries and cross-checks: {:.4} of the fleet's requests\n",
-            l.honest_success_ratio, l.honest_workers_ejected, l.canary_share_of_capacity
+             distrusted: {}; canaries and cross-checks: {:.4} of the fleet's requests from the \
+             join ({:.4} over the whole run)\n",
+            l.honest_success_ratio,
+            l.honest_workers_ejected,
+            l.canary_share_of_capacity,
+            l.canary_share_whole_run
         );
         let _ = writeln!(
             s,

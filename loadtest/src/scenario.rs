@@ -83,8 +83,8 @@ pub const MAX_USERS: usize = 5000;
 /// Longest run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// Shortest `liars` run: the liars join, then a minute passes, then 15 s are measured.
-pub const LIARS_MIN_DURATION: Duration = Duration::from_secs(90);
+/// Shortest `liars` run: the liars join, then a minute passes, then 20 s are measured.
+pub const LIARS_MIN_DURATION: Duration = Duration::from_secs(110);
 
 /// Options of one run.
 #[derive(Debug, Clone)]

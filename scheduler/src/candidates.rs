@@ -213,10 +213,11 @@ impl<'a> Candidates<'a> {
         (self.sample_distinct(rng, &mut out) == 1).then_some(out[0])
     }
 
-    /// The worker's class prior latency, seconds: fleet latency per unit speed ÷ its speed.
+    /// The worker's prior latency, seconds: fleet latency per unit speed ÷ its speed as last
+    /// seen (its class speed until it has answered).
     #[inline]
     pub fn prior(&self, slot: u32) -> f64 {
-        self.latency_per_speed / self.worker(slot).speed.max(1e-3)
+        self.latency_per_speed / self.worker(slot).seen_speed.max(1e-3)
     }
 
     /// The peak-EWMA latency estimate now, seconds (decay per the scheduler's config).

@@ -7,7 +7,7 @@ use rand::RngCore;
 use crate::candidates::Candidates;
 use crate::config::SchedulerConfig;
 use crate::policy::{Policy, PolicyKind};
-use crate::table::{Table, WorkerKey};
+use crate::table::{Table, WorkerEntry, WorkerKey};
 use crate::trust::{Evidence, TrustState};
 use crate::worker::{PublishedLoad, WorkerState, WorkerView};
 use crate::{NoEligible, Requirements};
@@ -177,6 +177,11 @@ impl Scheduler {
         self.table.get_key(key).map(|e| &e.view)
     }
 
+    /// The entry behind a handle: its view and this scheduler's live figures.
+    pub fn entry(&self, key: WorkerKey) -> Option<&WorkerEntry> {
+        self.table.get_key(key)
+    }
+
     /// This scheduler's in-flight count for a worker.
     pub fn in_flight(&self, key: WorkerKey) -> Option<u32> {
         self.table.get_key(key).map(|e| e.in_flight)
@@ -323,7 +328,7 @@ impl Scheduler {
         self.table.retrack(key.slot);
     }
 
-    /// (class prior, decay target) of a worker whose class speed is `speed`.
+    /// (latency prior, decay target) of a worker whose speed (class, or as seen) is `speed`.
     pub(crate) fn prior_and_rest(&self, speed: f64) -> (f64, f64) {
         let prior = self.fleet_latency_per_speed() / speed.max(1e-3);
         let rest = match self.cfg.decay_target {
@@ -336,10 +341,10 @@ impl Scheduler {
     fn on_success(&mut self, key: WorkerKey, in_flight: u32, latency: Duration, now: Duration) {
         let fleet = self.fleet_latency_per_speed();
         let cfg = self.cfg;
-        let Some(speed) = self.table.get_key(key).map(|e| e.speed) else {
+        let Some((speed, seen)) = self.table.get_key(key).map(|e| (e.speed, e.seen_speed)) else {
             return;
         };
-        let (_, rest) = self.prior_and_rest(speed);
+        let (_, rest) = self.prior_and_rest(seen);
         let Some(e) = self.table.entry_mut_by_key(key) else {
             return;
         };
@@ -358,6 +363,7 @@ impl Scheduler {
         let estimate = e.latency.estimate(now, cfg.decay, rest);
         let (used, _) =
             crate::capacity::speed_used(speed, fleet, estimate, e.samples(), &cfg.capacity);
+        e.seen_speed = used;
         let sample = estimate * used;
         self.latency_per_speed = if self.latency_per_speed == 0.0 {
             sample
@@ -368,10 +374,10 @@ impl Scheduler {
 
     fn on_failure(&mut self, key: WorkerKey, latency: Duration, now: Duration) {
         let cfg = self.cfg;
-        let Some(speed) = self.table.get_key(key).map(|e| e.speed) else {
+        let Some(seen) = self.table.get_key(key).map(|e| e.seen_speed) else {
             return;
         };
-        let (prior, rest) = self.prior_and_rest(speed);
+        let (prior, rest) = self.prior_and_rest(seen);
         let may_eject = self.ejected_share_below_cap(now);
         let Some(e) = self.table.entry_mut_by_key(key) else {
             return;

@@ -39,6 +39,11 @@ pub struct WorkerEntry {
     pub(crate) view: WorkerView,
     pub(crate) key: WorkerKey,
     pub(crate) speed: f64,
+    /// The speed used at the last answer ([`crate::capacity::speed_used`]; the class speed
+    /// until then). The latency prior and decay target divide by it, not by the class: a
+    /// worker that claims a fast GPU and answers slowly must not drift back to looking fast
+    /// whenever it idles.
+    pub(crate) seen_speed: f64,
     pub(crate) max_free_vram_mib: u64,
     pub(crate) in_flight: u32,
     pub(crate) latency: PeakEwma,
@@ -232,6 +237,7 @@ impl Table {
             let old_services = match self.entries[slot as usize].as_mut() {
                 Some(e) => {
                     e.speed = speed;
+                    e.seen_speed = e.seen_speed.min(speed);
                     e.max_free_vram_mib = vram;
                     e.slots.on_claim(view.load.slots(), cfg);
                     std::mem::replace(&mut e.view, view)
@@ -269,6 +275,7 @@ impl Table {
             view,
             key,
             speed,
+            seen_speed: speed,
             max_free_vram_mib: vram,
             in_flight: 0,
             latency: PeakEwma::new(seed, now),
@@ -327,6 +334,7 @@ impl Table {
             Some(e) => {
                 e.view.speed = speed;
                 e.speed = e.view.effective_speed();
+                e.seen_speed = e.speed;
                 self.retrack(slot);
                 true
             }

@@ -68,6 +68,8 @@ pub struct CheckTarget {
     pub trust: TrustState,
     /// Below the trust floor.
     pub distrusted: bool,
+    /// When this gateway first saw it, on the scheduler's clock.
+    pub joined: Duration,
 }
 
 impl Directory {
@@ -146,6 +148,7 @@ impl Directory {
                     id: Arc::clone(&w.id),
                     trust: table.scheduler.trust(w.key)?,
                     distrusted: table.scheduler.is_distrusted(w.key)?,
+                    joined: table.scheduler.entry(w.key)?.added_at(),
                 })
             })
             .collect()

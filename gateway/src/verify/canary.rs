@@ -31,6 +31,10 @@ pub const JOIN_RATE: f64 = 5.0;
 /// cross-check replays together. Below 1 %, so that the join and re-check canaries (bounded
 /// by [`JOIN_RATE`] and [`RECHECK_DISTRUSTED`]) still fit in 1 % of the fleet's work.
 pub const CANARY_SHARE: f64 = 0.008;
+/// Most join and re-check canaries a service's budget may owe: beyond it they are free (a
+/// fresh gateway that finds a large fleet checks every worker once, and random canaries wait
+/// until the service's traffic has paid for those).
+pub const JOIN_DEBT_CAP: f64 = 1000.0;
 /// How often a distrusted worker is canaried (its way back).
 pub const RECHECK_DISTRUSTED: Duration = Duration::from_secs(30);
 
@@ -68,7 +72,11 @@ impl Rates {
 impl Verifier {
     /// One tick for one service: decides who gets a canary and sends them.
     pub(super) fn canary_tick(self: &Arc<Self>, service: &str, now: Instant) {
-        let targets = self.directory.check_targets(service);
+        let mut targets = self.directory.check_targets(service);
+        // Newest first: a worker that just joined is checked before the backlog a fresh
+        // gateway has of workers it found all at once, so a liar joining a running fleet is
+        // checked within a tick or two.
+        targets.sort_unstable_by_key(|t| std::cmp::Reverse(t.joined));
         let mut chosen: Vec<WorkerKey> = Vec::new();
         {
             let mut state = self.state();
@@ -95,6 +103,9 @@ impl Verifier {
             let serving: Vec<&CheckTarget> = targets.iter().filter(|t| !t.distrusted).collect();
             self.fill_budget(state, service);
             let budget = state.budgets.entry(service.to_owned()).or_default();
+            // Join and re-check canaries are paid from the same budget (into debt, bounded),
+            // so that over time all checks together stay within the service's share.
+            *budget = (*budget - chosen.len() as f64).max(-JOIN_DEBT_CAP);
             while *budget >= 1.0 && !serving.is_empty() {
                 *budget -= 1.0;
                 let t = serving[state.rng.random_range(0..serving.len())];

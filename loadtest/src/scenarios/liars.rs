@@ -21,6 +21,8 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts the liars, then watches until the traffic ends.
 pub(crate) async fn during(ctx: &mut Ctx<'_>) -> Result<Outcome, LoadtestError> {
+    let checks_at_start = checks_sent(ctx.http, ctx.url).await;
+    let at_start = received(ctx.fleet);
     tokio::time::sleep(JOIN_AFTER).await;
     let first = ctx.fleet.workers().len();
     let plan = groups(liar_count(ctx.config.workers));
@@ -56,7 +58,9 @@ pub(crate) async fn during(ctx: &mut Ctx<'_>) -> Result<Outcome, LoadtestError> 
         }
     };
     let end = received(ctx.fleet);
-    let checks = checks_sent(ctx.http, ctx.url).await - checks_before;
+    let checks_at_end = checks_sent(ctx.http, ctx.url).await;
+    let checks = checks_at_end - checks_before;
+    let whole = checks_at_end - checks_at_start;
     if after_60.is_none() {
         warn!("the run ended less than 60 s after the liars joined");
     }
@@ -79,6 +83,8 @@ pub(crate) async fn during(ctx: &mut Ctx<'_>) -> Result<Outcome, LoadtestError> 
         honest_workers_ejected: out.len(),
         canary_share_of_capacity: checks
             / (end.total().saturating_sub(at_join.total())).max(1) as f64,
+        canary_share_whole_run: whole
+            / (end.total().saturating_sub(at_start.total())).max(1) as f64,
     };
     Ok(Outcome {
         liars: Some(report),

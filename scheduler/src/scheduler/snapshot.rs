@@ -53,7 +53,7 @@ impl Scheduler {
         self.table
             .iter()
             .map(|e| {
-                let (_, rest) = self.prior_and_rest(e.speed);
+                let (_, rest) = self.prior_and_rest(e.seen_speed);
                 let latency_s = e.latency.estimate(now, self.cfg.decay, rest);
                 let (used, observed) = crate::capacity::speed_used(
                     e.speed,
