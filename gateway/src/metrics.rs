@@ -63,8 +63,9 @@ pub struct WorkerLabels {
 pub struct RefusedLabels {
     /// `dht` or `registry`.
     pub source: String,
-    /// Why: `upstream_policy`, `invalid`, `implausible`, `stale` (refusals) or what was cut
-    /// (`concurrency`, `in_flight`, `queue_depth`).
+    /// Why: `upstream_policy`, `invalid`, `stale`, an implausible claim (`too_many_gpus`,
+    /// `vram_beyond_class`, `free_above_total`) for refusals; what was cut (`concurrency`,
+    /// `in_flight`, `queue_depth`) for clamps.
     pub reason: String,
 }
 

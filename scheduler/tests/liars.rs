@@ -210,3 +210,31 @@ fn removing_from_a_100k_table_touches_only_the_removed_entries() {
         s.on_finish(p.key, Outcome::Cancelled, Duration::ZERO, Duration::ZERO);
     }
 }
+
+#[test]
+fn an_idle_liar_does_not_drift_back_to_its_claimed_speed() {
+    // Between answers a worker's latency estimate decays towards a prior. Were that the prior
+    // of its claimed class, a T4 claiming an H200 would look like an H200 again after every
+    // idle spell and win its next comparisons; at light load idle spells are the rule.
+    let mut s = Scheduler::default();
+    s.upsert_worker(worker("w0", "NVIDIA H200", 4), Duration::ZERO);
+    for i in 1..=50 {
+        s.upsert_worker(worker(&format!("w{i}"), "Tesla T4", 4), Duration::ZERO);
+    }
+    let mut truth = h100(51);
+    for t in &mut truth {
+        t.service_s = 0.1 / 0.12;
+    }
+    let capacity: f64 = truth
+        .iter()
+        .map(|t| t.slot_free_at.len() as f64 / t.service_s)
+        .sum();
+    let (picks, _) = drive(&mut s, &mut truth, 0.3 * capacity, (0.0, 120.0), 30.0);
+    let total: u64 = picks.iter().sum();
+    let share = picks[0] as f64 / total as f64;
+    let true_share = 1.0 / 51.0;
+    assert!(
+        share <= 1.5 * true_share,
+        "the liar got {share:.4} of picks, its true capacity share is {true_share:.4}"
+    );
+}

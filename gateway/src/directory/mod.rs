@@ -77,7 +77,8 @@ impl Refused {
         match self {
             Refused::Policy(_) => "upstream_policy",
             Refused::Invalid(_) => "invalid",
-            Refused::Implausible(_) => "implausible",
+            // Which claim, not just "implausible": operators see what liars try.
+            Refused::Implausible(i) => i.label(),
             Refused::Stale { .. } => "stale",
             Refused::Unknown(_) => "unknown",
         }

@@ -2,14 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use gpumesh_dht::record::{HostInfo, LoadInfo, WorkerRecord, WorkerState};
+use gpumesh_dht::record::{GpuInfo, HostInfo, LoadInfo, WorkerRecord, WorkerState};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use gpumesh_dht::rules::unix_ms;
 use gpumesh_scheduler::Outcome;
 
 use super::{Directory, Refused, Requirements};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusedLabels};
 use crate::policy::UpstreamPolicy;
 use crate::sources::{Change, Refresh, Source};
 
@@ -406,4 +408,63 @@ fn trust_outlives_the_entry_and_saved_trust_returns_on_arrival() {
             .iter()
             .any(|(id, t)| id == "liar" && t.failed == 1)
     );
+}
+
+#[test]
+fn implausible_claims_are_refused_and_inflated_ones_clamped_for_every_source() {
+    let d = directory(true);
+    let now = Instant::now();
+    type Counts = Family<RefusedLabels, Counter>;
+    let count = |family: &Counts, source: &str, reason: &str| {
+        family
+            .get_or_create(&RefusedLabels {
+                source: source.into(),
+                reason: reason.into(),
+            })
+            .get()
+    };
+    let mut liar = record("w1", 1, "http://127.0.0.1:1");
+    liar.gpus = vec![GpuInfo::new(
+        "NVIDIA H100 80GB HBM3",
+        "GPU-1",
+        2_000_000,
+        1_000,
+    )];
+    let refused = d.apply(upsert(liar, Source::Registry, None), now);
+    assert!(
+        matches!(refused, Err(Refused::Implausible(_))),
+        "{refused:?}"
+    );
+    assert!(d.view("w1", now).is_none());
+    assert_eq!(
+        count(&d.metrics.records_refused, "registry", "vram_beyond_class"),
+        1
+    );
+
+    let mut big = record("w2", 1, "http://127.0.0.1:2");
+    big.load.max_concurrency = u32::MAX;
+    d.apply(upsert(big, Source::Dht, None), now).unwrap();
+    assert_eq!(d.view("w2", now).unwrap().load.max_concurrency, 64);
+    let heartbeat = Refresh {
+        load: Some(LoadInfo {
+            max_concurrency: 4096,
+            in_flight: u32::MAX,
+            ..LoadInfo::default()
+        }),
+        at_ms: unix_ms(),
+        ..Refresh::default()
+    };
+    d.apply(
+        Change::Refresh {
+            id: "w2".into(),
+            source: Source::Dht,
+            refresh: heartbeat,
+        },
+        now,
+    )
+    .unwrap();
+    let load = d.view("w2", now).unwrap().load;
+    assert_eq!(load.max_concurrency, 64);
+    assert!(load.in_flight < u32::MAX, "{load:?}");
+    assert_eq!(count(&d.metrics.records_clamped, "dht", "concurrency"), 2);
 }
