@@ -134,7 +134,7 @@ impl SignedRecord {
         if let Err(claim) = check_claims(&record, &limits.claims) {
             // Metrics count one reason for every implausible claim; the log says which.
             tracing::debug!(peer = %signer, %claim, kind = claim.label(), "implausible record");
-            return Err(claim.into());
+            return Err(RejectReason::Implausible);
         }
         Ok(Self {
             peer_id: signer,

@@ -71,11 +71,3 @@ impl RejectReason {
         }
     }
 }
-
-/// Every implausible claim is one reason here, so that metric labels stay few;
-/// [`crate::signed::SignedRecord::verify`] logs which claim it was.
-impl From<crate::rules::Implausible> for RejectReason {
-    fn from(_: crate::rules::Implausible) -> Self {
-        Self::Implausible
-    }
-}

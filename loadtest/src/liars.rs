@@ -135,6 +135,14 @@ pub struct LiarsReport {
     pub canary_share_whole_run: f64,
 }
 
+impl LiarsReport {
+    /// With the share of client requests answered 2xx (known only once the traffic ended).
+    pub fn with_success(mut self, ok: u64, requests: u64) -> Self {
+        self.honest_success_ratio = ok as f64 / requests.max(1) as f64;
+        self
+    }
+}
+
 /// Work requests received, per group and by honest workers, at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Received {

@@ -129,20 +129,17 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
     let mut fleet = Fleet::start(fleet_config(&url)).await?;
     let monitor = Monitor::start(http.clone(), url.clone(), started);
     // Timed from the fleet's start (`wait_for_workers` times only its own wait).
-    let wanted = honest_workers(config);
-    let discovery_s = match wait_for_workers(&url, wanted, config.discovery_limit).await {
-        Ok(_) => started.elapsed().as_secs_f64(),
-        Err(e) => {
-            monitor.stop().await;
-            fleet.shutdown().await;
-            gateway.stop().await;
-            return Err(e);
-        }
-    };
-    info!(
-        workers = config.workers,
-        discovery_s, "fleet discovered; traffic starts"
-    );
+    let discovery_s =
+        match wait_for_workers(&url, honest_workers(config), config.discovery_limit).await {
+            Ok(_) => started.elapsed().as_secs_f64(),
+            Err(e) => {
+                monitor.stop().await;
+                fleet.shutdown().await;
+                gateway.stop().await;
+                return Err(e);
+            }
+        };
+    info!(discovery_s, "fleet discovered; traffic starts");
     let workers_discovered = worker_count(&http, &url).await.unwrap_or(0);
     let window = traffic_window(config, &mut fleet, &mut gateway, &http, &url).await?;
     let traffic_by_profile = shares(&fleet);
@@ -159,10 +156,6 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
         liars,
         ..
     } = window.outcome;
-    let liars = liars.map(|mut l| {
-        l.honest_success_ratio = summary.ok as f64 / summary.requests.max(1) as f64;
-        l
-    });
     Ok(Report {
         scenario: config.scenario.name().to_owned(),
         workers: config.workers,
@@ -190,7 +183,7 @@ async fn run_in(config: &LoadtestConfig, root: &Path) -> Result<Report, Loadtest
         failures_without_error_body: summary.failures_without_error_body,
         answers_delivered: summary.answers_delivered,
         garbage_answers_delivered: summary.garbage_answers_delivered,
-        liars,
+        liars: liars.map(|l| l.with_success(summary.ok, summary.requests)),
         view_file: (config.scenario == Scenario::GatewayRestart).then_some(config.view_file),
         peak_rss_mib,
         soak,
