@@ -161,18 +161,24 @@ impl HttpBody for TrackedBody {
 }
 
 /// Resolves with the deadline a connection missed: no request by `head_deadline`, or no
-/// request in flight for `idle`.
+/// request in flight for `idle` (counted from accept until the first request).
 async fn watchdog(activity: &Activity, head_deadline: Instant, idle: Duration) -> Phase {
-    tokio::time::sleep_until(head_deadline).await;
-    if !activity.served.load(Ordering::Acquire) {
-        return Phase::Head;
-    }
     loop {
         let now = Instant::now();
+        let served = activity.served.load(Ordering::Acquire);
         let next = match activity.idle_since() {
             None => now + idle,
-            Some(since) if since + idle <= now => return Phase::Idle,
-            Some(since) => since + idle,
+            Some(since) => {
+                let end = if served {
+                    since + idle
+                } else {
+                    (since + idle).min(head_deadline)
+                };
+                if end <= now {
+                    return if served { Phase::Idle } else { Phase::Head };
+                }
+                end
+            }
         };
         tokio::time::sleep_until(next).await;
     }
