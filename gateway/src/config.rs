@@ -266,7 +266,10 @@ impl Config {
             ("idle timeout", self.idle_timeout.is_zero()),
             ("body read timeout", self.body_read_timeout.is_zero()),
             ("connection cap", self.max_connections == Some(0)),
-            ("per-client connection cap", self.max_connections_per_ip == 0),
+            (
+                "per-client connection cap",
+                self.max_connections_per_ip == 0,
+            ),
         ];
         match zeros.into_iter().find(|(_, zero)| *zero) {
             Some((name, _)) => Err(ConfigError::Zero(name)),

@@ -52,8 +52,8 @@ mod caps;
 mod conn;
 mod metrics;
 
-pub use caps::{default_max_connections, open_file_limit};
 use caps::ConnectionTable;
+pub use caps::{default_max_connections, open_file_limit};
 use conn::{Activity, HttpLimits, TrackedBody, serve_connection};
 use metrics::ConnectionMetrics;
 

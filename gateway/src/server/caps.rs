@@ -26,7 +26,10 @@ pub fn open_file_limit() -> Option<u64> {
 
 fn parse_open_file_limit(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.trim_start_matches("Max open files").split_whitespace().next()?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
     match soft {
         "unlimited" => Some(u64::MAX),
         n => n.parse().ok(),
@@ -178,7 +181,8 @@ mod tests {
         let t = table(10, 1);
         let _x = t.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert_eq!(
-            t.admit("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap_err(),
+            t.admit("2001:db8:1:2:ffff::9".parse().unwrap())
+                .unwrap_err(),
             Refusal::PerClient
         );
         let _y = t.admit("2001:db8:1:3::1".parse().unwrap()).unwrap();
