@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 
 use libp2p::{
-    gossipsub, identify,
+    connection_limits, gossipsub, identify,
     identity::Keypair,
     kad::{
         self, BucketInserts, Caching, Mode, StoreInserts, store::MemoryStore,
@@ -21,6 +21,8 @@ pub(crate) const MAX_GOSSIP_BYTES: usize = 8 * 1024;
 /// The behaviours one node runs.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that a connection over a cap is refused before the others see it.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -100,11 +102,51 @@ impl Behaviour {
         let gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gc)
                 .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
+        let c = &config.connection_caps;
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(c.max_pending_incoming))
+                .with_max_established_incoming(Some(c.max_established_incoming))
+                .with_max_established(Some(c.max_established))
+                .with_max_established_per_peer(Some(c.max_established_per_peer)),
+        );
         Ok(Self {
+            limits,
             kad,
             identify,
             ping,
             gossipsub,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{ConnectionCaps, Role, TransportKind};
+    use crate::testnet::{Testnet, TestnetConfig};
+
+    /// A gateway capped at two incoming connections keeps two workers and refuses the
+    /// rest; without the cap it would hold all four.
+    #[tokio::test]
+    async fn a_server_refuses_incoming_connections_over_its_cap() {
+        let mut net = Testnet::new(TestnetConfig {
+            transport: TransportKind::Memory,
+            ..TestnetConfig::default()
+        });
+        let mut config = net.node_config(Role::Gateway, Vec::new());
+        config.connection_caps = ConnectionCaps {
+            max_established_incoming: 2,
+            ..ConnectionCaps::default()
+        };
+        let gateway = net.add_gateway_with(config).await.unwrap();
+        for _ in 0..4 {
+            net.spawn_worker(false).await.unwrap();
+        }
+        // Workers dial their seed at start; give every dial time to settle.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let topology = gateway.topology().await.unwrap();
+        assert_eq!(topology.connections, 2, "{topology:?}");
     }
 }

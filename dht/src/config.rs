@@ -187,6 +187,34 @@ impl Default for Sizing {
     }
 }
 
+/// Caps on the node's libp2p connections (`libp2p::connection_limits`); a connection over
+/// one is refused during its handshake. Sized for a server node of a 2000-worker network:
+/// client-mode workers hold one or two connections to each server they use, so incoming
+/// connections at a gateway or seed grow with the fleet; the caps stop an outsider from
+/// opening sockets until the process runs out of file descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    /// Connections still in their handshake (pnet, Noise, Yamux), from other nodes.
+    pub max_pending_incoming: u32,
+    /// Established connections other nodes opened.
+    pub max_established_incoming: u32,
+    /// Established connections in all, both directions.
+    pub max_established: u32,
+    /// Established connections to or from one peer (a simultaneous dial makes two).
+    pub max_established_per_peer: u32,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        Self {
+            max_pending_incoming: 256,
+            max_established_incoming: 4096,
+            max_established: 4608,
+            max_established_per_peer: 4,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -215,6 +243,8 @@ pub struct NodeConfig {
     pub metrics: DhtMetrics,
     /// Capacity of the command queue and of the registry event channel.
     pub channel_capacity: usize,
+    /// Caps on libp2p connections.
+    pub connection_caps: ConnectionCaps,
 }
 
 impl NodeConfig {
@@ -234,6 +264,7 @@ impl NodeConfig {
             sizing: Sizing::default(),
             metrics: DhtMetrics::default(),
             channel_capacity: 1024,
+            connection_caps: ConnectionCaps::default(),
         }
     }
 

@@ -50,7 +50,7 @@ pub mod validate;
 pub mod wire;
 
 pub use admission::{Admission, AdmissionToken, OperatorKey};
-pub use config::{NodeConfig, Role, Timings, TransportKind};
+pub use config::{ConnectionCaps, NodeConfig, Role, Timings, TransportKind};
 pub use error::DhtError;
 pub use handle::{DhtHandle, LoadSample, Topology};
 /// The pre-shared network key type (libp2p pnet), for crates that pass one through.

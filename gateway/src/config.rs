@@ -82,6 +82,21 @@ pub struct Config {
     /// requests at a time, so more idle connections than that are never all reused, and with
     /// thousands of workers they add up to thousands of open files.
     pub upstream_idle_per_host: usize,
+    /// Upper bound, from accept, on a client's first byte: a connection that sends nothing
+    /// is closed after it (hyper's version detection has no timer of its own).
+    pub first_byte_timeout: Duration,
+    /// A connection with no request in flight is closed after this long (HTTP/1.1
+    /// keep-alive and h2 alike). An idle h2 session answers pings, so only this ends it.
+    pub idle_timeout: Duration,
+    /// Upper bound on a gap between two reads of a request body: a body that stalls longer is
+    /// cut and the request answered 408.
+    pub body_read_timeout: Duration,
+    /// Open HTTP connections, all clients together; over it new ones are closed at accept.
+    /// `None`: sized from the open-file limit ([`crate::server::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections per client address (an IPv6 client counts per /64); over it
+    /// that client's new connections are closed at accept.
+    pub max_connections_per_ip: usize,
 }
 
 /// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
@@ -122,6 +137,11 @@ impl std::fmt::Debug for Config {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("hedge_after", &self.hedge_after)
             .field("upstream_idle_per_host", &self.upstream_idle_per_host)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +178,11 @@ impl Default for Config {
             max_header_bytes: 64 * 1024,
             hedge_after: None,
             upstream_idle_per_host: 8,
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: None,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -225,7 +250,7 @@ impl Config {
                 got: self.max_header_bytes,
             });
         }
-        let zeros: [(&'static str, bool); 11] = [
+        let zeros: [(&'static str, bool); 16] = [
             ("registry TTL", self.registry_ttl.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
             ("upstream timeout", self.upstream_timeout.is_zero()),
@@ -237,6 +262,14 @@ impl Config {
             ("registry rate limit", self.registry_rate_per_min == 0),
             ("max attempts", self.max_attempts == 0),
             ("header read timeout", self.header_read_timeout.is_zero()),
+            ("first-byte timeout", self.first_byte_timeout.is_zero()),
+            ("idle timeout", self.idle_timeout.is_zero()),
+            ("body read timeout", self.body_read_timeout.is_zero()),
+            ("connection cap", self.max_connections == Some(0)),
+            (
+                "per-client connection cap",
+                self.max_connections_per_ip == 0,
+            ),
         ];
         match zeros.into_iter().find(|(_, zero)| *zero) {
             Some((name, _)) => Err(ConfigError::Zero(name)),

@@ -2,10 +2,12 @@
 //!
 //! The HTTP server is hyper-util's auto (HTTP/1.1 and h2c) connection builder driven by our
 //! own accept loop rather than `axum::serve`, for two reasons:
-//! - slow clients: `axum::serve` gives hyper no timer, so a client that opens a connection and
-//!   sends half a request head holds it forever (slowloris). Here hyper gets a timer, a header
-//!   read timeout (`--header-read-timeout-secs`) and a bound on the request head
-//!   (`--max-header-bytes`);
+//! - slow and idle clients: `axum::serve` gives hyper no timer, so a client that opens a
+//!   connection and sends nothing, half a request head or half an h2 preface holds it
+//!   forever (slowloris). Here every connection has a deadline in each phase of its life
+//!   (first byte, first request head, idle, request body: [`conn`], [`body`]), and the accept
+//!   loop caps open connections in all and per client ([`caps`]) so that a flood of sockets
+//!   cannot exhaust the file descriptors upstream connections need;
 //! - the hot route: `/api/service/{service}/…` is handed straight to its handler
 //!   ([`api::service::forward`]) and counted under the same route templates the router uses,
 //!   skipping the router's matching and middleware boxing on every forwarded request. Every
@@ -14,7 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +26,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Request, Response};
 use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState, ClientAddr, Shared};
-use crate::config::{Config, MIN_HEADER_BYTES};
+use crate::config::Config;
 use crate::directory::{AttemptLogs, Directory};
 pub use crate::error::RunError;
 use crate::forward::Forwarder;
@@ -46,6 +46,16 @@ use crate::sources::dht::{self, DhtSnapshot, DhtStatus};
 use crate::sources::registry::RegistrySource;
 use crate::verify::Verifier;
 use gpumesh_dht::DhtHandle;
+
+mod body;
+mod caps;
+mod conn;
+mod metrics;
+
+use caps::ConnectionTable;
+pub use caps::{default_max_connections, open_file_limit};
+use conn::{Activity, HttpLimits, TrackedBody, serve_connection};
+use metrics::ConnectionMetrics;
 
 /// How long in-flight requests may take to finish after shutdown starts.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -97,6 +107,7 @@ pub struct Gateway {
     /// The view-file saver ([`dht::start`]): awaited at shutdown for its last write.
     view_saver: Option<JoinHandle<()>>,
     dht_shutdown: CancellationToken,
+    connections: Arc<ConnectionTable>,
 }
 
 impl Gateway {
@@ -116,6 +127,14 @@ impl Gateway {
         } else {
             (None, Vec::new())
         };
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(open_file_limit()));
+        let connections = Arc::new(ConnectionTable::new(
+            max_connections,
+            config.max_connections_per_ip,
+            ConnectionMetrics::register(&mut registry),
+        ));
         let state = build_state(config, registry)?;
         let mut view_saver = None;
         if let Some(handle) = &dht {
@@ -153,6 +172,7 @@ impl Gateway {
             dht,
             view_saver,
             dht_shutdown,
+            connections,
         })
     }
 
@@ -191,9 +211,11 @@ impl Gateway {
             dht,
             view_saver,
             dht_shutdown,
+            connections,
         } = self;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
-        info!(%addr, dht = state.config.dht_enabled, "gateway listening");
+        info!(%addr, dht = state.config.dht_enabled, max_connections = connections.max_total(),
+            "gateway listening");
         let sweeper = tokio::spawn(sweep(Arc::clone(&state.directory), shutdown.clone()));
         let checks = state
             .verifier
@@ -213,7 +235,13 @@ impl Gateway {
         let limits = HttpLimits::from_config(&state.config);
         let app: Router = api::router(state.clone());
         let tracker = TaskTracker::new();
-        accept_loop(listener, app, state, limits, &tracker, &shutdown).await;
+        let server = Server {
+            app,
+            state,
+            limits,
+            connections,
+        };
+        server.accept_loop(listener, &tracker, &shutdown).await;
         // Stop accepting (the listener is gone), let open requests finish, then give up.
         tracker.close();
         if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
@@ -274,80 +302,66 @@ async fn sweep(directory: Arc<Directory>, shutdown: CancellationToken) {
     }
 }
 
-/// Limits applied by hyper to every connection.
-#[derive(Debug, Clone, Copy)]
-struct HttpLimits {
-    header_read_timeout: Duration,
-    max_header_bytes: usize,
-}
-
-impl HttpLimits {
-    fn from_config(config: &Config) -> Self {
-        Self {
-            header_read_timeout: config.header_read_timeout,
-            max_header_bytes: config.max_header_bytes,
-        }
-    }
-
-    /// The connection builder: HTTP/1.1 with a header read timeout and a bounded read buffer
-    /// (the request head must fit in it: over the limit hyper answers 431), h2c with a bounded
-    /// header list, both with a tokio timer.
-    fn builder(self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            // hyper refuses buffers under 8 KiB; the configuration is checked for that.
-            .max_buf_size(self.max_header_bytes.max(MIN_HEADER_BYTES));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
-            // As `axum::serve` does: the CONNECT protocol for HTTP/2 WebSockets.
-            .enable_connect_protocol();
-        builder
-    }
-}
-
-/// Accepts connections until `shutdown`, serving each on its own task (tracked by `tracker`,
-/// told to shut down gracefully on `shutdown`).
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop hands each connection.
+struct Server {
     app: Router,
     state: AppState,
     limits: HttpLimits,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
-    let builder = Arc::new(limits.builder());
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed; pausing for 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = Dispatch {
-            router: app.clone(),
-            state: state.clone(),
-            peer,
-        };
-        tracker.spawn(serve_connection(
-            Arc::clone(&builder),
-            stream,
-            service,
-            shutdown.clone(),
-        ));
+    connections: Arc<ConnectionTable>,
+}
+
+impl Server {
+    /// Accepts connections until `shutdown`, serving each admitted one on its own task
+    /// (tracked by `tracker`, told to shut down gracefully on `shutdown`). A connection over
+    /// a cap is closed at once: accepting it keeps the backlog from filling with sockets
+    /// nobody will serve.
+    async fn accept_loop(
+        self,
+        listener: TcpListener,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let builder = Arc::new(self.limits.builder());
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed; pausing for 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let place = match self.connections.admit(peer.ip()) {
+                Ok(place) => place,
+                Err(cap) => {
+                    debug!(%peer, ?cap, "connection refused at accept");
+                    continue;
+                }
+            };
+            let service = Dispatch {
+                router: self.app.clone(),
+                state: self.state.clone(),
+                peer,
+                activity: Activity::new(),
+                connections: self.connections.metrics().clone(),
+                body_read_timeout: self.limits.body_read_timeout,
+            };
+            tracker.spawn(serve_connection(
+                Arc::clone(&builder),
+                stream,
+                service,
+                place,
+                self.limits,
+                shutdown.clone(),
+            ));
+        }
     }
 }
 
@@ -361,37 +375,17 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_connection(
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
-    service: Dispatch,
-    shutdown: CancellationToken,
-) {
-    // Responses are written in one go; small ones must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    let peer = service.peer;
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let mut conn = pin!(conn);
-    let mut cancelled = pin!(shutdown.cancelled());
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = cancelled.as_mut() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        // Header read timeouts, oversized heads and clients that vanish end up here.
-        debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
 /// One connection's request handler: the forward route directly, the rest via the router.
+/// Every request body gets the read deadline; every request counts as in flight on its
+/// connection until its response body ends.
 #[derive(Clone)]
 struct Dispatch {
     router: Router,
     state: AppState,
     peer: SocketAddr,
+    activity: Arc<Activity>,
+    connections: ConnectionMetrics,
+    body_read_timeout: Duration,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -402,7 +396,28 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
     type Future = ResponseFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let mut req = req.map(Body::new);
+        let in_flight = self.activity.begin();
+        let gap = self.body_read_timeout;
+        let (parts, incoming) = req.into_parts();
+        let (body, stalled) = body::with_deadline(incoming, gap);
+        let mut req = Request::from_parts(parts, body);
+        let connections = self.connections.clone();
+        // A handler that met a stalled body answered whatever its read error maps to; the
+        // client is told what happened instead.
+        let settle = move |response: Response<Body>| {
+            let response = if stalled.as_ref().is_some_and(body::Stalled::is_set) {
+                connections.body_timed_out();
+                body::stalled_response(gap)
+            } else {
+                response
+            };
+            response.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            })
+        };
         match api::service::forward_route(req.uri().path()) {
             Some(route) => {
                 let state = self.state.clone();
@@ -412,6 +427,7 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
                     let response = api::service::forward(State(state), client, req)
                         .await
                         .into_response();
+                    let response = settle(response);
                     metrics.count_http(route, response.status().as_u16());
                     Ok(response)
                 })
@@ -420,7 +436,11 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
                 // What `into_make_service_with_connect_info` provides (the `ClientAddr`
                 // extractor reads it); the forward route gets the address directly.
                 req.extensions_mut().insert(ConnectInfo(self.peer));
-                Box::pin(self.router.clone().oneshot(req))
+                let router = self.router.clone();
+                Box::pin(async move {
+                    let Ok(response) = router.oneshot(req).await;
+                    Ok(settle(response))
+                })
             }
         }
     }

@@ -119,6 +119,26 @@ pub struct Args {
     /// Idle connections kept open to each worker for reuse (0: none).
     #[arg(long, env = "GPUMESH_UPSTREAM_IDLE_PER_HOST", default_value_t = 8)]
     upstream_idle_per_host: usize,
+    /// Time from accept to a client's first byte, e.g. `10s`; a connection that sends
+    /// nothing is closed after it.
+    #[arg(long, env = "GPUMESH_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    first_byte_timeout: Duration,
+    /// A connection with no request in flight (HTTP/1.1 keep-alive or h2) is closed after
+    /// this long, e.g. `60s`.
+    #[arg(long, env = "GPUMESH_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Longest pause allowed while reading a request body, e.g. `30s`; a body that stalls
+    /// longer is cut and answered 408.
+    #[arg(long, env = "GPUMESH_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    body_read_timeout: Duration,
+    /// Open HTTP connections, all clients together; more are closed at accept. Default:
+    /// half of what the open-file limit (`ulimit -n`) leaves after a reserve of a quarter
+    /// of it, at most 1024.
+    #[arg(long, env = "GPUMESH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open HTTP connections per client IP (an IPv6 client counts per /64).
+    #[arg(long, env = "GPUMESH_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: usize,
 }
 
 /// A duration flag: `500ms`, `60s`, `10m`, `1h` or a bare number of seconds.
@@ -178,6 +198,11 @@ impl Args {
             hedge_after: (self.hedge_after_ms > 0)
                 .then(|| Duration::from_millis(self.hedge_after_ms)),
             upstream_idle_per_host: self.upstream_idle_per_host,
+            first_byte_timeout: self.first_byte_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
         };
         config
             .validate()
@@ -291,6 +316,32 @@ mod tests {
             assert!(err.0.contains(expected), "{name}: {}", err.0);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn connection_deadlines_and_caps_come_from_flags() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--first-byte-timeout",
+            "2s",
+            "--idle-timeout",
+            "500ms",
+            "--body-read-timeout",
+            "3",
+            "--max-connections",
+            "100",
+            "--max-connections-per-ip",
+            "8",
+        ])
+        .unwrap();
+        let config = cli.args.into_config().unwrap();
+        assert_eq!(config.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_millis(500));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_connections, Some(100));
+        assert_eq!(config.max_connections_per_ip, 8);
+        let cli = Cli::try_parse_from(["gateway", "--max-connections", "0"]).unwrap();
+        assert!(cli.args.into_config().is_err(), "a zero cap is refused");
     }
 
     #[test]

@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use super::*;
 use crate::api::service::{FORWARD_ROUTES, forward_route};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, MIN_HEADER_BYTES};
 
 /// Generous on a loaded 2-core machine: the timeouts under test are far shorter.
 const PATIENCE: Duration = Duration::from_secs(20);
