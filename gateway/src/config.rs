@@ -97,6 +97,11 @@ pub struct Config {
     /// Open HTTP connections per client address (an IPv6 client counts per /64); over it
     /// that client's new connections are closed at accept.
     pub max_connections_per_ip: usize,
+    /// The most batch slots (`max_concurrency`) a record may claim; more is cut to this and
+    /// counted (`records_clamped_total{reason="concurrency"}`). The gateway credits only the
+    /// slots it has seen a worker serve, so this bounds a liar's claim, not an honest
+    /// worker's traffic.
+    pub max_claimed_slots: u32,
 }
 
 /// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
@@ -142,6 +147,7 @@ impl std::fmt::Debug for Config {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_claimed_slots", &self.max_claimed_slots)
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +189,7 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(30),
             max_connections: None,
             max_connections_per_ip: 256,
+            max_claimed_slots: 64,
         }
     }
 }
@@ -250,7 +257,7 @@ impl Config {
                 got: self.max_header_bytes,
             });
         }
-        let zeros: [(&'static str, bool); 16] = [
+        let zeros: [(&'static str, bool); 17] = [
             ("registry TTL", self.registry_ttl.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
             ("upstream timeout", self.upstream_timeout.is_zero()),
@@ -270,6 +277,7 @@ impl Config {
                 "per-client connection cap",
                 self.max_connections_per_ip == 0,
             ),
+            ("claimed slots ceiling", self.max_claimed_slots == 0),
         ];
         match zeros.into_iter().find(|(_, zero)| *zero) {
             Some((name, _)) => Err(ConfigError::Zero(name)),

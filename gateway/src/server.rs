@@ -70,7 +70,12 @@ pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, R
     let metrics = Metrics::register(&mut registry);
     let policy = UpstreamPolicy::new(config.allow_private_upstreams);
     let seed = u64::from(std::process::id()) ^ gpumesh_dht::rules::unix_ms();
-    let directory = Arc::new(Directory::new(policy, metrics.clone(), seed));
+    let limits = gpumesh_dht::rules::ClaimLimits {
+        max_concurrency: config.max_claimed_slots,
+        ..gpumesh_dht::rules::ClaimLimits::default()
+    };
+    let directory =
+        Arc::new(Directory::new(policy, metrics.clone(), seed).with_claim_limits(limits));
     let forwarder = Forwarder::new(&config, metrics.clone())?;
     let (verifier, forwarder) = if config.checks.is_empty() {
         (None, forwarder)

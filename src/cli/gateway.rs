@@ -139,6 +139,10 @@ pub struct Args {
     /// Open HTTP connections per client IP (an IPv6 client counts per /64).
     #[arg(long, env = "GPUMESH_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     max_connections_per_ip: usize,
+    /// The most batch slots a worker's record may claim; more is cut to this (the gateway
+    /// credits only slots it has seen served).
+    #[arg(long, env = "GPUMESH_MAX_CLAIMED_SLOTS", default_value_t = 64)]
+    max_claimed_slots: u32,
 }
 
 /// A duration flag: `500ms`, `60s`, `10m`, `1h` or a bare number of seconds.
@@ -203,6 +207,7 @@ impl Args {
             body_read_timeout: self.body_read_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            max_claimed_slots: self.max_claimed_slots,
         };
         config
             .validate()
@@ -342,6 +347,14 @@ mod tests {
         assert_eq!(config.max_connections_per_ip, 8);
         let cli = Cli::try_parse_from(["gateway", "--max-connections", "0"]).unwrap();
         assert!(cli.args.into_config().is_err(), "a zero cap is refused");
+    }
+
+    #[test]
+    fn the_claimed_slots_ceiling_comes_from_its_flag() {
+        let cli = Cli::try_parse_from(["gateway", "--max-claimed-slots", "16"]).unwrap();
+        assert_eq!(cli.args.into_config().unwrap().max_claimed_slots, 16);
+        let cli = Cli::try_parse_from(["gateway", "--max-claimed-slots", "0"]).unwrap();
+        assert!(cli.args.into_config().is_err(), "a zero ceiling is refused");
     }
 
     #[test]

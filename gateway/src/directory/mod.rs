@@ -146,6 +146,8 @@ pub struct Directory {
     table: Mutex<Table>,
     policy: UpstreamPolicy,
     metrics: Metrics,
+    /// What a record may claim; inflated figures are cut to these ceilings.
+    limits: ClaimLimits,
 }
 
 impl Directory {
@@ -163,7 +165,15 @@ impl Directory {
             }),
             policy,
             metrics,
+            limits: ClaimLimits::default(),
         }
+    }
+
+    /// The same table with other claim ceilings (`--max-claimed-slots`).
+    #[must_use]
+    pub fn with_claim_limits(mut self, limits: ClaimLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Counts a claim cut to its ceiling.
@@ -229,8 +239,8 @@ impl Directory {
         lease_until_ms: Option<u64>,
         now: Instant,
     ) -> Result<(), Refused> {
-        worker::check_record(&record)?;
-        if let Some(clamp) = clamp_claims(&mut record, &ClaimLimits::default()) {
+        worker::check_record(&record, &self.limits)?;
+        if let Some(clamp) = clamp_claims(&mut record, &self.limits) {
             self.clamped(source, clamp.label());
         }
         let url = Arc::new(self.policy.check_url(&record.tunnel_url)?);
@@ -315,7 +325,7 @@ impl Directory {
         };
         let regpu = refresh.gpus.is_some();
         if let Some(mut load) = refresh.load {
-            if let Some(clamp) = clamp_load(&mut load, &ClaimLimits::default()) {
+            if let Some(clamp) = clamp_load(&mut load, &self.limits) {
                 self.clamped(source, clamp.label());
             }
             w.record.load = load;

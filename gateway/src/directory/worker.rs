@@ -54,7 +54,7 @@ pub(super) struct Worker {
 /// schema ([`check_schema`]; service names are valid by type) and plausible claims
 /// ([`check_claims`]: every source, the registry included, passes here), a peer id that is safe to log
 /// and to use as a metric label, and at least one service.
-pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
+pub(super) fn check_record(record: &WorkerRecord, limits: &ClaimLimits) -> Result<(), Refused> {
     let id = &record.peer_id;
     if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Refused::Invalid(
@@ -67,7 +67,7 @@ pub(super) fn check_record(record: &WorkerRecord) -> Result<(), Refused> {
     check_schema(record).map_err(|_| {
         Refused::Invalid("the record breaks the schema limits (services, text, URL or GPUs)")
     })?;
-    check_claims(record, &ClaimLimits::default())?;
+    check_claims(record, limits)?;
     Ok(())
 }
 
