@@ -4,10 +4,15 @@
 //! - one pooled client ([`client`]); the request and response bodies pass through without
 //!   re-wrapping;
 //! - hop-by-hop headers stripped both ways (RFC 9110 §7.6.1, plus those named in
-//!   `Connection`), `Host` set from the upstream URL, `X-Forwarded-For/-Host/-Proto` added
-//!   ([`headers`]);
+//!   `Connection`), `Host` set from the upstream URL, `X-Forwarded-For/-Host/-Proto` and
+//!   `Via` added, client credentials kept from workers, worker headers that would act on the
+//!   gateway's origin dropped ([`headers`]);
+//! - a request that carries this gateway's own `Via` entry has looped back through a worker
+//!   record that points at a gateway, and is refused (508) before any worker is picked;
 //! - request bodies up to [`REPLAY_BUFFER`] bytes are buffered so that the request can be
-//!   re-sent; larger or chunked bodies stream through and are never re-sent;
+//!   re-sent; larger, chunked or (HTTP/2) unsized bodies stream through and are never re-sent,
+//!   and the worker's head timeout runs only while the gateway waits for the worker, not for
+//!   the client's upload ([`upload`]);
 //! - a request goes to another worker only as [`retry`] allows; safe requests may be hedged
 //!   ([`hedge`]);
 //! - the worker's in-flight slot is held until the response body ends (or the client goes
@@ -21,11 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, StatusCode, Uri};
 use gpumesh_scheduler::Outcome;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::Config;
@@ -41,15 +46,17 @@ mod hedge;
 mod recorder;
 mod retry;
 mod tap;
+mod upload;
 
 pub use body::Deadline;
 use body::{Deadlines, FinishGuard, Tracked};
-pub use headers::{forward_headers, strip_hop_by_hop};
+pub use headers::{HeaderRules, strip_hop_by_hop};
 use hedge::{Hedge, HedgeBudget, PickGuard};
 pub use recorder::RequestMetrics;
 pub use retry::IDEMPOTENCY_KEY;
 pub use tap::{AnswerTap, Served, TEE_LIMIT};
 use tap::{Draft, Tee};
+use upload::{OutBody, UploadState, Watched};
 
 /// Request bodies up to this size are buffered and may be re-sent to another worker.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
@@ -99,12 +106,8 @@ pub struct Forwarder {
     hedges: Arc<HedgeBudget>,
     metrics: Metrics,
     requests: RequestMetrics,
-}
-
-/// The request body in the form it is sent: re-sendable or a one-shot stream.
-enum OutBody {
-    Replayable(Bytes),
-    Streaming(Option<Body>),
+    /// How headers are rewritten both ways, and this gateway's `Via` name.
+    headers: HeaderRules,
 }
 
 /// A failed request: the error and, when a worker was chosen, where it came from.
@@ -120,14 +123,18 @@ struct Attempts {
     unreachable: Option<(GatewayError, Source)>,
     /// Whether a connection that broke before any answer may be retried.
     resend_after_break: bool,
+    /// The streamed body's upload, once it is being sent.
+    upload: Option<Arc<UploadState>>,
     /// When the gateway received the request (each attempt's latency runs from here).
     started: Instant,
 }
 
 /// What `respond` needs of the request beside the worker's response.
 struct Answer {
-    /// When the gateway received the request (deadlines and latency run from here).
+    /// When the gateway received the request (the request metrics' clock).
     started: Instant,
+    /// When the worker had the whole request (the response deadlines run from here).
+    sent: Instant,
     /// A HEAD request (its answer has no body).
     head: bool,
     /// The request kept for a cross-check, if sampled.
@@ -144,9 +151,23 @@ impl Forwarder {
     /// Builds the pooled client.
     ///
     /// # Errors
-    /// When the TLS backend cannot be initialised.
+    /// When the TLS backend cannot be initialised, or the `Via` name or a forwarded header
+    /// name is invalid (`Config::validate` refuses those first).
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, ClientError> {
+        let via_name = config
+            .via_name
+            .clone()
+            .unwrap_or_else(random_via_name);
+        let allowed = config
+            .forward_headers
+            .iter()
+            .map(|h| HeaderName::from_bytes(h.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError(format!("forwarded header: {e}")))?;
+        let headers = HeaderRules::new(&via_name, allowed, config.forwarded_for)
+            .map_err(|e| ClientError(format!("via name: {e}")))?;
         Ok(Self {
+            headers,
             client: client::build(config),
             upstream_timeout: config.upstream_timeout,
             read_timeout: config.read_timeout,
@@ -203,6 +224,14 @@ impl Forwarder {
     ) -> Result<Response<Body>, GatewayError> {
         let service = std::mem::take(&mut req.service);
         let started = req.started;
+        if self.headers.is_loop(&req.headers) {
+            let err = GatewayError::LoopDetected {
+                via: self.headers.via_name().to_owned(),
+            };
+            self.requests
+                .error(directory, &service, &err, None, started);
+            return Err(err);
+        }
         if let Some(tap) = &self.tap {
             tap.request(&service);
         }
@@ -215,36 +244,6 @@ impl Forwarder {
             })
     }
 
-    /// Reads the request body as far as needed: small declared bodies are buffered (so the
-    /// request can be re-sent), others stream once.
-    async fn take_body(&self, headers: &HeaderMap, body: Body) -> Result<OutBody, GatewayError> {
-        let too_large = GatewayError::PayloadTooLarge {
-            limit: self.max_body,
-        };
-        let declared = content_length(headers);
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(too_large);
-        }
-        let has_body =
-            declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
-        if !has_body {
-            return Ok(OutBody::Replayable(Bytes::new()));
-        }
-        if declared.is_none_or(|n| n > REPLAY_BUFFER as u64) {
-            return Ok(OutBody::Streaming(Some(body)));
-        }
-        match Limited::new(body, REPLAY_BUFFER.min(self.max_body))
-            .collect()
-            .await
-        {
-            Ok(collected) => Ok(OutBody::Replayable(collected.to_bytes())),
-            Err(e) if e.is::<LengthLimitError>() => Err(too_large),
-            Err(_) => Err(GatewayError::BadRequest(
-                "the request body broke off".into(),
-            )),
-        }
-    }
-
     async fn attempt(
         &self,
         directory: &Arc<Directory>,
@@ -253,7 +252,7 @@ impl Forwarder {
     ) -> Result<Response<Body>, Failed> {
         let body = std::mem::replace(&mut req.body, Body::empty());
         let mut body = self
-            .take_body(&req.headers, body)
+            .take_body(&req.method, &req.headers, body)
             .await
             .map_err(|e| (e, None))?;
         let mut tries = Attempts {
@@ -263,13 +262,16 @@ impl Forwarder {
             // Read before the headers move: whether a connection that broke before any
             // answer may be retried on another worker (the request may have reached it).
             resend_after_break: retry::resend_after_break(&req.method, &req.headers),
+            upload: None,
             started: req.started,
         };
         let mut draft = match (&self.tap, &body) {
             (Some(tap), OutBody::Replayable(bytes)) => Draft::of(tap, service, &req, bytes),
             _ => None,
         };
-        let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
+        let mut headers = self
+            .headers
+            .request(std::mem::take(&mut req.headers), req.client);
         loop {
             let picked = match directory.pick(&req.requirements, tries.avoid, Instant::now()) {
                 Ok(picked) => picked,
@@ -281,7 +283,8 @@ impl Forwarder {
                     });
                 }
             };
-            let request = match self.request_for(&picked, &req, &mut body, &mut headers, &tries) {
+            let request = match self.request_for(&picked, &req, &mut body, &mut headers, &mut tries)
+            {
                 Ok(request) => request,
                 Err(failed) => {
                     directory.finish(&picked, Outcome::Cancelled, Duration::ZERO, Instant::now());
@@ -309,12 +312,19 @@ impl Forwarder {
             // The first-byte deadline bounds the wait for the head too: a worker that never
             // answers (a black hole) is cut at whichever comes first.
             let head_limit = self.upstream_timeout.min(self.ttfb_timeout);
-            let (picked, sent) = hedge::send(&self.client, guard, request, head_limit, hedge).await;
+            let upload = tries.upload.as_deref();
+            let (picked, sent) =
+                hedge::send(&self.client, guard, request, head_limit, hedge, upload).await;
             let failure = match sent {
                 Ok(Ok(resp)) => {
                     let head = req.method == Method::HEAD;
+                    let sent = match upload {
+                        Some(u) => u.ended_at().unwrap_or_else(Instant::now),
+                        None => req.started,
+                    };
                     let answer = Answer {
                         started: req.started,
+                        sent,
                         head,
                         draft: draft.take(),
                     };
@@ -338,7 +348,7 @@ impl Forwarder {
         req: &Outbound,
         body: &mut OutBody,
         headers: &mut HeaderMap,
-        tries: &Attempts,
+        tries: &mut Attempts,
     ) -> Result<Request<Body>, Failed> {
         let uri = upstream_uri(picked, &req.path, req.query.as_deref()).map_err(|()| {
             let err = GatewayError::BadRequest("the path or query is not valid".into());
@@ -355,7 +365,10 @@ impl Forwarder {
                     };
                     return Err((err, Some(picked.source)));
                 };
-                Body::new(Limited::new(stream, self.max_body))
+                let state = Arc::new(UploadState::default());
+                tries.upload = Some(Arc::clone(&state));
+                let limited = Limited::new(stream, self.max_body);
+                Body::new(Watched::new(limited, state, self.read_timeout))
             }
         };
         let mut request = Request::new(send_body);
@@ -400,12 +413,13 @@ impl Forwarder {
     ) -> Response<Body> {
         let Answer {
             started,
+            sent,
             head: method_is_head,
             draft,
         } = answer;
         let (mut parts, incoming) = resp.into_parts();
         let status = parts.status;
-        strip_hop_by_hop(&mut parts.headers);
+        self.headers.response(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(&picked.id) {
             parts
                 .headers
@@ -436,8 +450,8 @@ impl Forwarder {
             content_length(&parts.headers)
         };
         let deadlines = Deadlines {
-            ttfb: tokio::time::Instant::from_std(started + self.ttfb_timeout),
-            total: tokio::time::Instant::from_std(started + self.response_deadline),
+            ttfb: tokio::time::Instant::from_std(sent + self.ttfb_timeout),
+            total: tokio::time::Instant::from_std(sent + self.response_deadline),
         };
         let mut tracked = Tracked::new(incoming, guard, remaining, self.read_timeout, deadlines);
         if status.is_success() && !bodiless {
@@ -448,6 +462,13 @@ impl Forwarder {
         }
         Response::from_parts(parts, Body::new(tracked))
     }
+}
+
+/// A name no other gateway has: the standard library's per-process random hash keys.
+fn random_via_name() -> String {
+    use std::hash::BuildHasher as _;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("gpumesh-{random:016x}")
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -15,6 +15,7 @@ use gpumesh_scheduler::Outcome;
 use http_body_util::LengthLimitError;
 use tracing::{debug, warn};
 
+use super::upload::UploadFailure;
 use super::{Attempts, Deadline, Forwarder, Next};
 use crate::directory::{Directory, Picked};
 use crate::error::GatewayError;
@@ -121,6 +122,18 @@ impl Forwarder {
         tries: &mut Attempts,
     ) -> Next {
         let started = tries.started;
+        if let Some(how) = tries.upload.as_ref().and_then(|u| u.client_failure()) {
+            // The client broke off or stalled its upload: not the worker's failure.
+            debug!(worker = %picked.id, service, ?how, "request body failed on the client's side");
+            directory.finish(picked, Outcome::Cancelled, started.elapsed(), Instant::now());
+            let err = match how {
+                UploadFailure::Stalled => GatewayError::RequestTimeout {
+                    after_ms: u64::try_from(self.read_timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+                UploadFailure::Broke => GatewayError::BadRequest("the request body broke off".into()),
+            };
+            return Next::Fail((err, Some(picked.source)));
+        }
         let err = match failure {
             None => GatewayError::WorkerTimeout {
                 worker: picked.id.to_string(),
@@ -142,7 +155,9 @@ impl Forwarder {
                         .inc();
                     tries.unreachable =
                         Some((failure.error(&picked.id, self.max_body), picked.source));
-                    tries.avoid = Some(picked.key);
+                    // Only a worker that was never reached leaves rotation at once: after a
+                    // break the request did arrive, and the failure above counts as one.
+                    tries.avoid = (failure == Failure::Connect).then_some(picked.key);
                     return Next::Retry;
                 }
                 debug!(worker = %picked.id, error = %e, "forwarding error");
