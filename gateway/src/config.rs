@@ -354,7 +354,11 @@ mod tests {
     fn edge_values_are_checked() {
         let good = Config {
             via_name: Some("gw-eu-1".into()),
-            public_names: vec!["gw.example.org".into(), "203.0.113.5".into(), "[2001:db8::1]".into()],
+            public_names: vec![
+                "gw.example.org".into(),
+                "203.0.113.5".into(),
+                "[2001:db8::1]".into(),
+            ],
             forward_headers: vec!["Authorization".into()],
             ..Config::default()
         };
@@ -377,7 +381,10 @@ mod tests {
                 ..Config::default()
             },
         ] {
-            assert!(matches!(bad.validate(), Err(ConfigError::Invalid { .. })), "{bad:?}");
+            assert!(
+                matches!(bad.validate(), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -288,7 +288,11 @@ mod tests {
 
     #[test]
     fn own_names_and_addresses_are_refused_even_when_private_is_allowed() {
-        let own = ["GW.example.org.".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()];
+        let own = [
+            "GW.example.org.".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+        ];
         let p = UpstreamPolicy::new(true).with_own_hosts(&own);
         for bad in [
             "https://gw.example.org/api/service/x",
@@ -306,7 +310,11 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(p.check_ip(mapped).is_err(), "resolved to our own address");
         // Without own names nothing changes.
-        assert!(UpstreamPolicy::new(true).check_url("http://127.0.0.1:1").is_ok());
+        assert!(
+            UpstreamPolicy::new(true)
+                .check_url("http://127.0.0.1:1")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -44,8 +44,16 @@ async fn two_gateways_pointing_at_each_other_stop_after_one_round_trip() {
     let a = start_gateway(config()).await;
     let b = start_gateway(config()).await;
     // Each gateway's only worker for `loop` is the other gateway.
-    let to_b = record("gwb", "loop", &format!("http://{}/api/service/loop", b.addr));
-    let to_a = record("gwa", "loop", &format!("http://{}/api/service/loop", a.addr));
+    let to_b = record(
+        "gwb",
+        "loop",
+        &format!("http://{}/api/service/loop", b.addr),
+    );
+    let to_a = record(
+        "gwa",
+        "loop",
+        &format!("http://{}/api/service/loop", a.addr),
+    );
     register_ok(&a, &to_b).await;
     register_ok(&b, &to_a).await;
 
@@ -57,7 +65,10 @@ async fn two_gateways_pointing_at_each_other_stop_after_one_round_trip() {
         .expect("the loop ends well before the client gives up");
     assert_eq!(resp.status(), StatusCode::LOOP_DETECTED);
     let err: ErrorBody = resp.json().await.unwrap();
-    assert_eq!((err.code.as_str(), err.fault.as_str()), ("loop_detected", "worker"));
+    assert_eq!(
+        (err.code.as_str(), err.fault.as_str()),
+        ("loop_detected", "worker")
+    );
 
     // A: the client's request (forwarded once) and B's (refused). B: one forwarded request.
     let metrics_a = a.get_text("/metrics").await;
@@ -68,7 +79,11 @@ async fn two_gateways_pointing_at_each_other_stop_after_one_round_trip() {
 
     // A gateway that is its own worker stops after one hop too.
     let c = start_gateway(config()).await;
-    let to_c = record("gwc", "self", &format!("http://{}/api/service/self", c.addr));
+    let to_c = record(
+        "gwc",
+        "self",
+        &format!("http://{}/api/service/self", c.addr),
+    );
     register_ok(&c, &to_c).await;
     let resp = client()
         .post(c.url("/api/service/self/y"))
@@ -90,7 +105,12 @@ async fn register_ok(gw: &support::RunningGateway, record: &gpumesh_dht::record:
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap()
+    );
 }
 
 /// The sum of `gpumesh_gateway_requests_total` samples whose outcome is `outcome` (any
@@ -240,8 +260,8 @@ async fn clients_that_stall_mid_upload_do_not_cost_the_worker() {
         .unwrap_or(50);
     let (w, _stop) = start_reading_worker().await;
     let cfg = Config {
-        upstream_timeout: Duration::from_millis(300),
-        read_timeout: Duration::from_secs(1),
+        upstream_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_millis(1500),
         ..config()
     };
     let gw = start_gateway(cfg).await;
@@ -252,7 +272,7 @@ async fn clients_that_stall_mid_upload_do_not_cost_the_worker() {
     // Every client stalls longer than the upstream timeout, then goes away.
     let addr = gw.addr;
     let clients: Vec<_> = (0..stallers)
-        .map(|_| tokio::spawn(stall_mid_upload(addr, Duration::from_millis(1500))))
+        .map(|_| tokio::spawn(stall_mid_upload(addr, Duration::from_millis(2500))))
         .collect();
     for c in clients {
         c.await.unwrap();
@@ -264,6 +284,15 @@ async fn clients_that_stall_mid_upload_do_not_cost_the_worker() {
     .await;
     assert!(settled, "every stalled upload ended");
     let view: WorkerView = gw.get_json("/api/workers/honest").await;
+    let metrics = gw.get_text("/metrics").await;
+    let outcomes: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gpumesh_gateway_requests_total{"))
+        .collect();
+    eprintln!(
+        "{stallers} stalled uploads: {outcomes:?}; worker failures {}",
+        view.failures
+    );
     assert_eq!(view.failures, 0, "{view:?}");
     assert!(view.ejected_for_s.is_none(), "{view:?}");
 
@@ -276,4 +305,55 @@ async fn clients_that_stall_mid_upload_do_not_cost_the_worker() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap(), "200000");
+}
+
+#[tokio::test]
+async fn operators_may_forward_a_credential_and_keep_the_client_address_back() {
+    let (w, _stop) = start_header_worker().await;
+    let gw = start_gateway(Config {
+        forward_headers: vec!["Authorization".into()],
+        forwarded_for: false,
+        ..config()
+    })
+    .await;
+    register(&gw, &record("hdr", "hdr", &format!("http://{w}"))).await;
+    let text = header_exchange(&gw, "relative").await.text().await.unwrap();
+    assert!(
+        text.starts_with("auth=Bearer fleet-key cookie=- "),
+        "{text}"
+    );
+    assert!(text.ends_with("xff=-"), "{text}");
+}
+
+#[tokio::test]
+async fn worker_urls_naming_the_gateway_itself_are_refused() {
+    let gw = start_gateway(Config {
+        public_names: vec!["gw.example.org".into(), "127.0.0.9".into()],
+        via_name: Some("gw-named".into()),
+        ..config()
+    })
+    .await;
+    for url in [
+        "https://GW.example.org/api/service/x",
+        "http://127.0.0.9:8080/",
+    ] {
+        let resp = client()
+            .post(gw.url("/api/workers/register"))
+            .bearer_auth(support::TOKEN)
+            .json(&record("self", "x", url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{url}");
+        let err: ErrorBody = resp.json().await.unwrap();
+        assert!(err.message.contains("this gateway's own"), "{err:?}");
+    }
+    // The configured name is the one `Via` carries: a request with it is a loop.
+    let resp = client()
+        .get(gw.url("/api/service/x/y"))
+        .header("via", "1.1 gw-named")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::LOOP_DETECTED);
 }

@@ -262,8 +262,8 @@ mod tests {
         h.insert(header::COOKIE, HeaderValue::from_static("sid=1"));
         h.insert("proxy-anything", HeaderValue::from_static("1"));
         h.insert(header::VIA, HeaderValue::from_static("1.1 front"));
-        let out = rules(Vec::new(), true)
-            .request(h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
+        let out =
+            rules(Vec::new(), true).request(h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
         for gone in [
             "host",
             "connection",

@@ -154,10 +154,7 @@ impl Forwarder {
     /// When the TLS backend cannot be initialised, or the `Via` name or a forwarded header
     /// name is invalid (`Config::validate` refuses those first).
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, ClientError> {
-        let via_name = config
-            .via_name
-            .clone()
-            .unwrap_or_else(random_via_name);
+        let via_name = config.via_name.clone().unwrap_or_else(random_via_name);
         let allowed = config
             .forward_headers
             .iter()

@@ -125,12 +125,19 @@ impl Forwarder {
         if let Some(how) = tries.upload.as_ref().and_then(|u| u.client_failure()) {
             // The client broke off or stalled its upload: not the worker's failure.
             debug!(worker = %picked.id, service, ?how, "request body failed on the client's side");
-            directory.finish(picked, Outcome::Cancelled, started.elapsed(), Instant::now());
+            directory.finish(
+                picked,
+                Outcome::Cancelled,
+                started.elapsed(),
+                Instant::now(),
+            );
             let err = match how {
                 UploadFailure::Stalled => GatewayError::RequestTimeout {
                     after_ms: u64::try_from(self.read_timeout.as_millis()).unwrap_or(u64::MAX),
                 },
-                UploadFailure::Broke => GatewayError::BadRequest("the request body broke off".into()),
+                UploadFailure::Broke => {
+                    GatewayError::BadRequest("the request body broke off".into())
+                }
             };
             return Next::Fail((err, Some(picked.source)));
         }

@@ -306,7 +306,10 @@ mod tests {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(160)).await;
-            Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))), i + 1))
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))),
+                i + 1,
+            ))
         });
         let body = Watched::new(
             StreamBody::new(Box::pin(slow)),
