@@ -34,7 +34,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::Config;
-use crate::directory::{Directory, Picked, Requirements, WorkerKey};
+use crate::directory::{Directory, Picked, Requirements};
 use crate::error::{ClientError, GatewayError};
 use crate::metrics::Metrics;
 use crate::sources::Source;
@@ -53,6 +53,7 @@ use body::{Deadlines, FinishGuard, Tracked};
 pub use headers::{HeaderRules, strip_hop_by_hop};
 use hedge::{Hedge, HedgeBudget, PickGuard};
 pub use recorder::RequestMetrics;
+use retry::Attempts;
 pub use retry::IDEMPOTENCY_KEY;
 pub use tap::{AnswerTap, Served, TEE_LIMIT};
 use tap::{Draft, Tee};
@@ -112,22 +113,6 @@ pub struct Forwarder {
 
 /// A failed request: the error and, when a worker was chosen, where it came from.
 type Failed = (GatewayError, Option<Source>);
-
-/// The state of one request's attempts across workers.
-struct Attempts {
-    /// The worker that could not be reached (never picked again for this request).
-    avoid: Option<WorkerKey>,
-    /// Attempts made so far.
-    made: u32,
-    /// The last unreachable worker's error, reported when nobody else is left.
-    unreachable: Option<(GatewayError, Source)>,
-    /// Whether a connection that broke before any answer may be retried.
-    resend_after_break: bool,
-    /// The streamed body's upload, once it is being sent.
-    upload: Option<Arc<UploadState>>,
-    /// When the gateway received the request (each attempt's latency runs from here).
-    started: Instant,
-}
 
 /// What `respond` needs of the request beside the worker's response.
 struct Answer {
@@ -252,16 +237,8 @@ impl Forwarder {
             .take_body(&req.method, &req.headers, body)
             .await
             .map_err(|e| (e, None))?;
-        let mut tries = Attempts {
-            avoid: None,
-            made: 0,
-            unreachable: None,
-            // Read before the headers move: whether a connection that broke before any
-            // answer may be retried on another worker (the request may have reached it).
-            resend_after_break: retry::resend_after_break(&req.method, &req.headers),
-            upload: None,
-            started: req.started,
-        };
+        // Read before the headers move.
+        let mut tries = Attempts::new(&req);
         let mut draft = match (&self.tap, &body) {
             (Some(tap), OutBody::Replayable(bytes)) => Draft::of(tap, service, &req, bytes),
             _ => None,
@@ -270,24 +247,15 @@ impl Forwarder {
             .headers
             .request(std::mem::take(&mut req.headers), req.client);
         loop {
-            let picked = match directory.pick(&req.requirements, tries.avoid, Instant::now()) {
-                Ok(picked) => picked,
-                // Nobody else to try: the caller hears about the worker that failed.
-                Err(e) => {
-                    return Err(match tries.unreachable.take() {
-                        Some((err, source)) => (err, Some(source)),
-                        None => (e, None),
-                    });
-                }
-            };
-            let request = match self.request_for(&picked, &req, &mut body, &mut headers, &mut tries)
-            {
-                Ok(request) => request,
-                Err(failed) => {
-                    directory.finish(&picked, Outcome::Cancelled, Duration::ZERO, Instant::now());
-                    return Err(failed);
-                }
-            };
+            let picked = tries.pick(directory, &req.requirements)?;
+            let request = self.request_for(
+                directory,
+                &picked,
+                &req,
+                &mut body,
+                &mut headers,
+                &mut tries,
+            )?;
             tries.made += 1;
             let hedge_copy = self.hedge_copy(&req.method, &body, &request);
             let (path, query) = (req.path.as_str(), req.query.as_deref());
@@ -314,15 +282,10 @@ impl Forwarder {
                 hedge::send(&self.client, guard, request, head_limit, hedge, upload).await;
             let failure = match sent {
                 Ok(Ok(resp)) => {
-                    let head = req.method == Method::HEAD;
-                    let sent = match upload {
-                        Some(u) => u.ended_at().unwrap_or_else(Instant::now),
-                        None => req.started,
-                    };
                     let answer = Answer {
                         started: req.started,
-                        sent,
-                        head,
+                        sent: tries.sent_at(),
+                        head: req.method == Method::HEAD,
                         draft: draft.take(),
                     };
                     return Ok(self.respond(directory, picked, service, resp, answer));
@@ -338,18 +301,24 @@ impl Forwarder {
         }
     }
 
-    /// The request to send to `picked`, with the body (re-sent or streamed once) and headers.
+    /// The request to send to `picked`, with the body (re-sent or streamed once) and headers;
+    /// when none can be built, the pick ends (`Cancelled`) and the error is returned.
     fn request_for(
         &self,
+        directory: &Directory,
         picked: &Picked,
         req: &Outbound,
         body: &mut OutBody,
         headers: &mut HeaderMap,
         tries: &mut Attempts,
     ) -> Result<Request<Body>, Failed> {
+        let cancel = |failed: Failed| {
+            directory.finish(picked, Outcome::Cancelled, Duration::ZERO, Instant::now());
+            failed
+        };
         let uri = upstream_uri(picked, &req.path, req.query.as_deref()).map_err(|()| {
             let err = GatewayError::BadRequest("the path or query is not valid".into());
-            (err, None)
+            cancel((err, None))
         })?;
         let send_body = match body {
             OutBody::Replayable(bytes) if bytes.is_empty() => Body::empty(),
@@ -360,7 +329,7 @@ impl Forwarder {
                         worker: picked.id.to_string(),
                         detail: "request body already sent",
                     };
-                    return Err((err, Some(picked.source)));
+                    return Err(cancel((err, Some(picked.source))));
                 };
                 let state = Arc::new(UploadState::default());
                 tries.upload = Some(Arc::clone(&state));
