@@ -400,6 +400,7 @@ impl Forwarder {
             ending: self.requests.ending(service, picked.source),
             picked,
             started,
+            sent,
             server_error: status.is_server_error(),
             done: false,
             tee: None,

@@ -179,7 +179,13 @@ impl Forwarder {
         replayable: bool,
         tries: &mut Attempts,
     ) -> Next {
-        let started = tries.started;
+        // The worker's latency runs from when it had the whole request (from the arrival
+        // when it never took all of it).
+        let started = tries
+            .upload
+            .as_ref()
+            .and_then(|u| u.ended_at())
+            .unwrap_or(tries.started);
         if let Some(how) = tries.upload.as_ref().and_then(|u| u.client_failure()) {
             // The client broke off or stalled its upload: not the worker's failure.
             debug!(worker = %picked.id, service, ?how, "request body failed on the client's side");
