@@ -102,6 +102,19 @@ pub struct Config {
     /// slots it has seen a worker serve, so this bounds a liar's claim, not an honest
     /// worker's traffic.
     pub max_claimed_slots: u32,
+    /// This gateway's name in the `Via` header it adds to forwarded requests (an RFC 9110
+    /// token); a request that already carries it has looped back and is refused (508).
+    /// `None`: a random name per process.
+    pub via_name: Option<String>,
+    /// Host names and addresses under which clients reach this gateway (`--public-name`):
+    /// worker URLs naming one, or resolving to one of the addresses, are refused, so that a
+    /// record cannot make the gateway call itself.
+    pub public_names: Vec<String>,
+    /// Client headers forwarded to workers although they carry credentials
+    /// (`Authorization`, `Cookie`, `Proxy-*` are otherwise stripped).
+    pub forward_headers: Vec<String>,
+    /// Whether workers are told the client's address in `X-Forwarded-For`.
+    pub forwarded_for: bool,
 }
 
 /// Redacted: the registry token is a secret and configs end up in logs and panics. Key files
@@ -148,6 +161,10 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_claimed_slots", &self.max_claimed_slots)
+            .field("via_name", &self.via_name)
+            .field("public_names", &self.public_names)
+            .field("forward_headers", &self.forward_headers)
+            .field("forwarded_for", &self.forwarded_for)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +207,10 @@ impl Default for Config {
             max_connections: None,
             max_connections_per_ip: 256,
             max_claimed_slots: 64,
+            via_name: None,
+            public_names: Vec::new(),
+            forward_headers: Vec::new(),
+            forwarded_for: true,
         }
     }
 }
@@ -212,6 +233,14 @@ pub enum ConfigError {
     /// A zero duration, size or count where it would disable the gateway.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A value that cannot be what its flag asks for.
+    #[error("`{value}` is not a valid {what}")]
+    Invalid {
+        /// What the value was for (`--via-name`, `--public-name`, `--forward-header`).
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// A request-head limit below what the HTTP server can work with.
     #[error("the header size limit must be at least {min} bytes, got {got}")]
     HeaderLimit {
@@ -251,6 +280,7 @@ impl Config {
         if !self.dht_enabled && self.registry_token.is_none() {
             return Err(ConfigError::NoSource);
         }
+        self.validate_edges()?;
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError::HeaderLimit {
                 min: MIN_HEADER_BYTES,
@@ -284,6 +314,43 @@ impl Config {
             None => Ok(()),
         }
     }
+}
+
+impl Config {
+    /// Checks the forwarding edge values: the `Via` name, public names, forwarded headers.
+    fn validate_edges(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &'static str, value: &str| ConfigError::Invalid {
+            what,
+            value: value.to_owned(),
+        };
+        if let Some(name) = &self.via_name
+            && !is_token(name)
+        {
+            return Err(invalid("--via-name (an RFC 9110 token)", name));
+        }
+        if let Some(bad) = self
+            .public_names
+            .iter()
+            .find(|n| crate::policy::parse_host(n).is_none())
+        {
+            return Err(invalid("--public-name (a host name or address)", bad));
+        }
+        if let Some(bad) = self
+            .forward_headers
+            .iter()
+            .find(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return Err(invalid("--forward-header (a header name)", bad));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is an RFC 9110 token (`tchar`s only, not empty).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -322,5 +389,43 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::Zero("body limit"))
         ));
+    }
+
+    #[test]
+    fn edge_values_are_checked() {
+        let good = Config {
+            via_name: Some("gw-eu-1".into()),
+            public_names: vec![
+                "gw.example.org".into(),
+                "203.0.113.5".into(),
+                "[2001:db8::1]".into(),
+            ],
+            forward_headers: vec!["Authorization".into()],
+            ..Config::default()
+        };
+        assert!(good.validate().is_ok());
+        for bad in [
+            Config {
+                via_name: Some("two words".into()),
+                ..Config::default()
+            },
+            Config {
+                via_name: Some(String::new()),
+                ..Config::default()
+            },
+            Config {
+                public_names: vec!["https://gw.example.org/".into()],
+                ..Config::default()
+            },
+            Config {
+                forward_headers: vec!["bad header".into()],
+                ..Config::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -99,6 +99,19 @@ pub enum GatewayError {
         /// A short, safe description (no internal error text).
         detail: &'static str,
     },
+    /// The request came back to this gateway (its own `Via` entry): a worker record points
+    /// at a gateway that routes to this one.
+    #[error("the request looped back to this gateway ({via}); a worker record points at a gateway")]
+    LoopDetected {
+        /// This gateway's `Via` name.
+        via: String,
+    },
+    /// The client stopped sending its request body.
+    #[error("the request body stalled for longer than {after_ms} ms")]
+    RequestTimeout {
+        /// The allowed gap between two parts of the body.
+        after_ms: u64,
+    },
     /// The worker did not answer in time.
     #[error("worker `{worker}` timed out after {after_ms} ms")]
     WorkerTimeout {
@@ -126,6 +139,8 @@ impl GatewayError {
             Self::NoEligibleWorker { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::WorkerFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::WorkerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -148,6 +163,8 @@ impl GatewayError {
             Self::NotReady => "not_ready",
             Self::WorkerFailed { .. } => "worker_failed",
             Self::WorkerTimeout { .. } => "worker_timeout",
+            Self::LoopDetected { .. } => "loop_detected",
+            Self::RequestTimeout { .. } => "request_timeout",
         }
     }
 
@@ -155,7 +172,9 @@ impl GatewayError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::NoEligibleWorker { .. } | Self::NotReady => Fault::Gateway,
-            Self::WorkerFailed { .. } | Self::WorkerTimeout { .. } => Fault::Worker,
+            Self::WorkerFailed { .. } | Self::WorkerTimeout { .. } | Self::LoopDetected { .. } => {
+                Fault::Worker
+            }
             _ => Fault::Client,
         }
     }

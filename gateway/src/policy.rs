@@ -5,10 +5,16 @@
 //! (SSRF). By default only `https` URLs to public addresses pass. The check runs twice: on the
 //! URL when a record enters the directory, and on every address DNS returns at connect time
 //! ([`GuardedResolver`]), so a public name that resolves to a private address is refused too.
+//!
+//! The gateway's own public names and addresses (`--public-name`) are refused in both checks,
+//! whatever else is allowed: a record naming the gateway would make every request to its
+//! service call the gateway again (the `Via` check in the forwarder stops such a loop after
+//! one hop; this stops it before the first).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::client::legacy::connect::dns::Name;
@@ -32,18 +38,65 @@ pub enum PolicyError {
     /// `localhost` and friends.
     #[error("host `{0}` is local")]
     LocalName(String),
+    /// One of the gateway's own public names or addresses.
+    #[error("host `{0}` is this gateway's own")]
+    OwnHost(String),
 }
 
-/// The upstream policy: `https` to public addresses, unless private upstreams are allowed.
-#[derive(Debug, Clone, Copy)]
+/// The upstream policy: `https` to public addresses, unless private upstreams are allowed,
+/// and never to the gateway's own names or addresses.
+#[derive(Debug, Clone)]
 pub struct UpstreamPolicy {
     allow_private: bool,
+    own: Arc<OwnHosts>,
+}
+
+/// The gateway's own public names (lower case, no trailing dot) and addresses.
+#[derive(Debug, Default)]
+struct OwnHosts {
+    names: Vec<String>,
+    addrs: Vec<IpAddr>,
+}
+
+/// Parses a host name or address as a URL would carry it (`gw.example.org`, `203.0.113.5`,
+/// `[2001:db8::1]`); `None` when it is neither.
+pub fn parse_host(raw: &str) -> Option<Host> {
+    let host = Host::parse(raw.trim()).ok()?;
+    match host {
+        Host::Domain(d) if d.is_empty() || d.contains(['/', ':', '@']) => None,
+        Host::Domain(d) => Some(Host::Domain(d.trim_end_matches('.').to_ascii_lowercase())),
+        other => Some(other),
+    }
 }
 
 impl UpstreamPolicy {
     /// A policy; `allow_private` admits loopback/private targets and plain http (demo, tests).
     pub fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+        Self {
+            allow_private,
+            own: Arc::default(),
+        }
+    }
+
+    /// The policy `config` asks for, with the gateway's own public names refused.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::new(config.allow_private_upstreams).with_own_hosts(&config.public_names)
+    }
+
+    /// Refuses the hosts in `hosts` (names or addresses; unparsable entries are skipped,
+    /// `Config::validate` refuses them first).
+    #[must_use]
+    pub fn with_own_hosts(mut self, hosts: &[String]) -> Self {
+        let mut own = OwnHosts::default();
+        for host in hosts.iter().filter_map(|h| parse_host(h)) {
+            match host {
+                Host::Domain(name) => own.names.push(name),
+                Host::Ipv4(ip) => own.addrs.push(IpAddr::V4(ip)),
+                Host::Ipv6(ip) => own.addrs.push(IpAddr::V6(ip)),
+            }
+        }
+        self.own = Arc::new(own);
+        self
     }
 
     /// Whether private upstreams are allowed.
@@ -74,7 +127,10 @@ impl UpstreamPolicy {
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
             Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
             Some(Host::Domain(name)) => {
-                let lower = name.to_ascii_lowercase();
+                let lower = name.trim_end_matches('.').to_ascii_lowercase();
+                if self.own.names.contains(&lower) {
+                    return Err(PolicyError::OwnHost(lower));
+                }
                 let local = lower == "localhost"
                     || lower.ends_with(".localhost")
                     || lower.ends_with(".local")
@@ -91,8 +147,16 @@ impl UpstreamPolicy {
     /// Checks one resolved address.
     ///
     /// # Errors
+    /// [`PolicyError::OwnHost`] for one of the gateway's own addresses;
     /// [`PolicyError::PrivateAddress`] when the address is not public and that is not allowed.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), PolicyError> {
+        let unmapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        if self.own.addrs.contains(&unmapped) {
+            return Err(PolicyError::OwnHost(ip.to_string()));
+        }
         if self.allow_private || is_public(ip) {
             Ok(())
         } else {
@@ -146,7 +210,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 /// record naming a public-looking host that resolves to a private address is never called.
 /// IP-literal hosts never reach it (hyper-util's connector skips DNS for them); those were
 /// checked when the record entered the directory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
     policy: UpstreamPolicy,
 }
@@ -172,7 +236,7 @@ impl tower::Service<Name> for GuardedResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let policy = self.policy;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
@@ -220,6 +284,37 @@ mod tests {
         ] {
             assert!(p.check_url(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn own_names_and_addresses_are_refused_even_when_private_is_allowed() {
+        let own = [
+            "GW.example.org.".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+        ];
+        let p = UpstreamPolicy::new(true).with_own_hosts(&own);
+        for bad in [
+            "https://gw.example.org/api/service/x",
+            "https://Gw.Example.Org.:8443",
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000",
+        ] {
+            assert!(
+                matches!(p.check_url(bad), Err(PolicyError::OwnHost(_))),
+                "{bad} should be refused"
+            );
+        }
+        assert!(p.check_url("https://w1.example.org").is_ok());
+        assert!(p.check_url("http://127.0.0.2:9000").is_ok());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(p.check_ip(mapped).is_err(), "resolved to our own address");
+        // Without own names nothing changes.
+        assert!(
+            UpstreamPolicy::new(true)
+                .check_url("http://127.0.0.1:1")
+                .is_ok()
+        );
     }
 
     #[test]

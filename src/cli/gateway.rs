@@ -143,6 +143,31 @@ pub struct Args {
     /// credits only slots it has seen served).
     #[arg(long, env = "GPUMESH_MAX_CLAIMED_SLOTS", default_value_t = 64)]
     max_claimed_slots: u32,
+    /// This gateway's name in the `Via` header of forwarded requests (letters, digits and
+    /// `-._~`…); a request that comes back carrying it is refused with 508. Give every
+    /// gateway its own. Default: a random name per process.
+    #[arg(long, env = "GPUMESH_VIA_NAME")]
+    via_name: Option<String>,
+    /// A host name or address under which clients reach this gateway (repeatable): worker
+    /// URLs naming it, or resolving to it, are refused.
+    #[arg(
+        long = "public-name",
+        env = "GPUMESH_PUBLIC_NAMES",
+        value_delimiter = ','
+    )]
+    public_names: Vec<String>,
+    /// A client header forwarded to workers although it carries credentials (repeatable;
+    /// `Authorization`, `Cookie` and `Proxy-*` are otherwise stripped).
+    #[arg(
+        long = "forward-header",
+        env = "GPUMESH_FORWARD_HEADERS",
+        value_delimiter = ','
+    )]
+    forward_headers: Vec<String>,
+    /// Do not tell workers the client's address: no `X-Forwarded-For` (nor the client's own
+    /// `X-Forwarded-For` or `Forwarded`) is sent upstream.
+    #[arg(long, env = "GPUMESH_NO_FORWARDED_FOR", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    no_forwarded_for: bool,
 }
 
 /// A duration flag: `500ms`, `60s`, `10m`, `1h` or a bare number of seconds.
@@ -208,6 +233,10 @@ impl Args {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_claimed_slots: self.max_claimed_slots,
+            via_name: self.via_name,
+            public_names: self.public_names,
+            forward_headers: self.forward_headers,
+            forwarded_for: !self.no_forwarded_for,
         };
         config
             .validate()
@@ -274,6 +303,32 @@ mod tests {
         let config = cli.args.into_config().unwrap();
         assert_eq!(config.dht_listen.port(), 4100);
         assert!(config.allow_private_upstreams && config.dht_enabled);
+    }
+
+    #[test]
+    fn forwarding_edge_flags_reach_the_config_and_bad_ones_are_usage_errors() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--via-name",
+            "gw-eu-1",
+            "--public-name",
+            "gw.example.org",
+            "--public-name",
+            "203.0.113.5",
+            "--forward-header",
+            "authorization",
+            "--no-forwarded-for",
+        ])
+        .unwrap();
+        let config = cli.args.into_config().unwrap();
+        assert_eq!(config.via_name.as_deref(), Some("gw-eu-1"));
+        assert_eq!(config.public_names, ["gw.example.org", "203.0.113.5"]);
+        assert_eq!(config.forward_headers, ["authorization"]);
+        assert!(!config.forwarded_for);
+        let defaults = Cli::try_parse_from(["gateway"]).unwrap();
+        assert!(defaults.args.into_config().unwrap().forwarded_for);
+        let bad = Cli::try_parse_from(["gateway", "--via-name", "two words"]).unwrap();
+        assert!(bad.args.into_config().is_err());
     }
 
     /// A canary file that cannot be used stops the gateway before it starts, with a message

@@ -61,7 +61,11 @@ pub(super) enum End {
 pub(super) struct FinishGuard {
     pub(super) directory: Arc<Directory>,
     pub(super) picked: Picked,
+    /// When the gateway received the request (the request metrics' clock).
     pub(super) started: Instant,
+    /// When the worker had the whole request (the worker's latency runs from here, so a
+    /// client's slow upload is not counted against it).
+    pub(super) sent: Instant,
     pub(super) ending: Ending,
     pub(super) server_error: bool,
     pub(super) done: bool,
@@ -83,7 +87,7 @@ impl FinishGuard {
             End::ClientGone => (Outcome::Cancelled, Some("client_gone")),
         };
         let now = Instant::now();
-        let elapsed = self.started.elapsed();
+        let elapsed = self.sent.elapsed();
         self.directory.finish(&self.picked, outcome, elapsed, now);
         if let End::Missed(kind) = end {
             self.directory

@@ -18,7 +18,7 @@ pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedReso
 
 /// Builds the client `config` asks for.
 pub(super) fn build(config: &Config) -> UpstreamClient {
-    let policy = UpstreamPolicy::new(config.allow_private_upstreams);
+    let policy = UpstreamPolicy::for_config(config);
     let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
     http.enforce_http(false);
     http.set_nodelay(true);

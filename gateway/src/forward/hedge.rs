@@ -30,6 +30,7 @@ use tracing::debug;
 
 use gpumesh_scheduler::Outcome;
 
+use super::upload::UploadState;
 use crate::directory::{Directory, Picked, Requirements};
 
 /// Share of hedge-eligible requests that may be hedged (plus a small burst allowance).
@@ -123,20 +124,28 @@ pub(super) struct Hedge<'a> {
     pub(super) uri_for: &'a (dyn Fn(&Picked) -> Option<axum::http::Uri> + Sync),
 }
 
-/// Sends `request` to `guard`'s worker, waiting at most `timeout` for the response headers;
-/// with `hedge`, races a copy against a second worker once `hedge.after` has passed. Returns
-/// the pick the answer (or the last failure) belongs to; any other pick has been ended.
+/// Sends `request` to `guard`'s worker, waiting at most `timeout` for the response headers
+/// (with a streamed `upload`, `timeout` of the gateway's own waiting for the worker, see
+/// [`UploadState::head_overdue`]); with `hedge`, races a copy against a second worker once
+/// `hedge.after` has passed. Returns the pick the answer (or the last failure) belongs to;
+/// any other pick has been ended.
 pub(super) async fn send<'a>(
     client: &super::client::UpstreamClient,
     guard: PickGuard<'a>,
     request: Request<Body>,
     timeout: Duration,
     hedge: Option<Hedge<'_>>,
+    upload: Option<&UploadState>,
 ) -> (Picked, Sent) {
     let Some(hedge) = hedge else {
-        let sent = tokio::time::timeout(timeout, client.request(request))
-            .await
-            .map_err(|_| ());
+        let head = client.request(request);
+        let sent = match upload {
+            None => tokio::time::timeout(timeout, head).await.map_err(|_| ()),
+            Some(upload) => tokio::select! {
+                answer = head => Ok(answer),
+                () = upload.head_overdue(timeout) => Err(()),
+            },
+        };
         return (guard.disarm(), sent);
     };
     let deadline = tokio::time::Instant::now() + timeout;

@@ -4,10 +4,15 @@
 //! - one pooled client ([`client`]); the request and response bodies pass through without
 //!   re-wrapping;
 //! - hop-by-hop headers stripped both ways (RFC 9110 §7.6.1, plus those named in
-//!   `Connection`), `Host` set from the upstream URL, `X-Forwarded-For/-Host/-Proto` added
-//!   ([`headers`]);
+//!   `Connection`), `Host` set from the upstream URL, `X-Forwarded-For/-Host/-Proto` and
+//!   `Via` added, client credentials kept from workers, worker headers that would act on the
+//!   gateway's origin dropped ([`headers`]);
+//! - a request that carries this gateway's own `Via` entry has looped back through a worker
+//!   record that points at a gateway, and is refused (508) before any worker is picked;
 //! - request bodies up to [`REPLAY_BUFFER`] bytes are buffered so that the request can be
-//!   re-sent; larger or chunked bodies stream through and are never re-sent;
+//!   re-sent; larger, chunked or (HTTP/2) unsized bodies stream through and are never re-sent,
+//!   and the worker's head timeout runs only while the gateway waits for the worker, not for
+//!   the client's upload ([`upload`]);
 //! - a request goes to another worker only as [`retry`] allows; safe requests may be hedged
 //!   ([`hedge`]);
 //! - the worker's in-flight slot is held until the response body ends (or the client goes
@@ -21,15 +26,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, StatusCode, Uri};
 use gpumesh_scheduler::Outcome;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::Config;
-use crate::directory::{Directory, Picked, Requirements, WorkerKey};
+use crate::directory::{Directory, Picked, Requirements};
 use crate::error::{ClientError, GatewayError};
 use crate::metrics::Metrics;
 use crate::sources::Source;
@@ -41,15 +46,18 @@ mod hedge;
 mod recorder;
 mod retry;
 mod tap;
+mod upload;
 
 pub use body::Deadline;
 use body::{Deadlines, FinishGuard, Tracked};
-pub use headers::{forward_headers, strip_hop_by_hop};
+pub use headers::{HeaderRules, strip_hop_by_hop};
 use hedge::{Hedge, HedgeBudget, PickGuard};
 pub use recorder::RequestMetrics;
+use retry::Attempts;
 pub use retry::IDEMPOTENCY_KEY;
 pub use tap::{AnswerTap, Served, TEE_LIMIT};
 use tap::{Draft, Tee};
+use upload::{OutBody, UploadState, Watched};
 
 /// Request bodies up to this size are buffered and may be re-sent to another worker.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
@@ -99,35 +107,19 @@ pub struct Forwarder {
     hedges: Arc<HedgeBudget>,
     metrics: Metrics,
     requests: RequestMetrics,
-}
-
-/// The request body in the form it is sent: re-sendable or a one-shot stream.
-enum OutBody {
-    Replayable(Bytes),
-    Streaming(Option<Body>),
+    /// How headers are rewritten both ways, and this gateway's `Via` name.
+    headers: HeaderRules,
 }
 
 /// A failed request: the error and, when a worker was chosen, where it came from.
 type Failed = (GatewayError, Option<Source>);
 
-/// The state of one request's attempts across workers.
-struct Attempts {
-    /// The worker that could not be reached (never picked again for this request).
-    avoid: Option<WorkerKey>,
-    /// Attempts made so far.
-    made: u32,
-    /// The last unreachable worker's error, reported when nobody else is left.
-    unreachable: Option<(GatewayError, Source)>,
-    /// Whether a connection that broke before any answer may be retried.
-    resend_after_break: bool,
-    /// When the gateway received the request (each attempt's latency runs from here).
-    started: Instant,
-}
-
 /// What `respond` needs of the request beside the worker's response.
 struct Answer {
-    /// When the gateway received the request (deadlines and latency run from here).
+    /// When the gateway received the request (the request metrics' clock).
     started: Instant,
+    /// When the worker had the whole request (the response deadlines run from here).
+    sent: Instant,
     /// A HEAD request (its answer has no body).
     head: bool,
     /// The request kept for a cross-check, if sampled.
@@ -144,9 +136,20 @@ impl Forwarder {
     /// Builds the pooled client.
     ///
     /// # Errors
-    /// When the TLS backend cannot be initialised.
+    /// When the TLS backend cannot be initialised, or the `Via` name or a forwarded header
+    /// name is invalid (`Config::validate` refuses those first).
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, ClientError> {
+        let via_name = config.via_name.clone().unwrap_or_else(random_via_name);
+        let allowed = config
+            .forward_headers
+            .iter()
+            .map(|h| HeaderName::from_bytes(h.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError(format!("forwarded header: {e}")))?;
+        let headers = HeaderRules::new(&via_name, allowed, config.forwarded_for)
+            .map_err(|e| ClientError(format!("via name: {e}")))?;
         Ok(Self {
+            headers,
             client: client::build(config),
             upstream_timeout: config.upstream_timeout,
             read_timeout: config.read_timeout,
@@ -203,6 +206,14 @@ impl Forwarder {
     ) -> Result<Response<Body>, GatewayError> {
         let service = std::mem::take(&mut req.service);
         let started = req.started;
+        if self.headers.is_loop(&req.headers) {
+            let err = GatewayError::LoopDetected {
+                via: self.headers.via_name().to_owned(),
+            };
+            self.requests
+                .error(directory, &service, &err, None, started);
+            return Err(err);
+        }
         if let Some(tap) = &self.tap {
             tap.request(&service);
         }
@@ -215,36 +226,6 @@ impl Forwarder {
             })
     }
 
-    /// Reads the request body as far as needed: small declared bodies are buffered (so the
-    /// request can be re-sent), others stream once.
-    async fn take_body(&self, headers: &HeaderMap, body: Body) -> Result<OutBody, GatewayError> {
-        let too_large = GatewayError::PayloadTooLarge {
-            limit: self.max_body,
-        };
-        let declared = content_length(headers);
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(too_large);
-        }
-        let has_body =
-            declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
-        if !has_body {
-            return Ok(OutBody::Replayable(Bytes::new()));
-        }
-        if declared.is_none_or(|n| n > REPLAY_BUFFER as u64) {
-            return Ok(OutBody::Streaming(Some(body)));
-        }
-        match Limited::new(body, REPLAY_BUFFER.min(self.max_body))
-            .collect()
-            .await
-        {
-            Ok(collected) => Ok(OutBody::Replayable(collected.to_bytes())),
-            Err(e) if e.is::<LengthLimitError>() => Err(too_large),
-            Err(_) => Err(GatewayError::BadRequest(
-                "the request body broke off".into(),
-            )),
-        }
-    }
-
     async fn attempt(
         &self,
         directory: &Arc<Directory>,
@@ -253,41 +234,28 @@ impl Forwarder {
     ) -> Result<Response<Body>, Failed> {
         let body = std::mem::replace(&mut req.body, Body::empty());
         let mut body = self
-            .take_body(&req.headers, body)
+            .take_body(&req.method, &req.headers, body)
             .await
             .map_err(|e| (e, None))?;
-        let mut tries = Attempts {
-            avoid: None,
-            made: 0,
-            unreachable: None,
-            // Read before the headers move: whether a connection that broke before any
-            // answer may be retried on another worker (the request may have reached it).
-            resend_after_break: retry::resend_after_break(&req.method, &req.headers),
-            started: req.started,
-        };
+        // Read before the headers move.
+        let mut tries = Attempts::new(&req);
         let mut draft = match (&self.tap, &body) {
             (Some(tap), OutBody::Replayable(bytes)) => Draft::of(tap, service, &req, bytes),
             _ => None,
         };
-        let mut headers = forward_headers(std::mem::take(&mut req.headers), req.client);
+        let mut headers = self
+            .headers
+            .request(std::mem::take(&mut req.headers), req.client);
         loop {
-            let picked = match directory.pick(&req.requirements, tries.avoid, Instant::now()) {
-                Ok(picked) => picked,
-                // Nobody else to try: the caller hears about the worker that failed.
-                Err(e) => {
-                    return Err(match tries.unreachable.take() {
-                        Some((err, source)) => (err, Some(source)),
-                        None => (e, None),
-                    });
-                }
-            };
-            let request = match self.request_for(&picked, &req, &mut body, &mut headers, &tries) {
-                Ok(request) => request,
-                Err(failed) => {
-                    directory.finish(&picked, Outcome::Cancelled, Duration::ZERO, Instant::now());
-                    return Err(failed);
-                }
-            };
+            let picked = tries.pick(directory, &req.requirements)?;
+            let request = self.request_for(
+                directory,
+                &picked,
+                &req,
+                &mut body,
+                &mut headers,
+                &mut tries,
+            )?;
             tries.made += 1;
             let hedge_copy = self.hedge_copy(&req.method, &body, &request);
             let (path, query) = (req.path.as_str(), req.query.as_deref());
@@ -309,13 +277,15 @@ impl Forwarder {
             // The first-byte deadline bounds the wait for the head too: a worker that never
             // answers (a black hole) is cut at whichever comes first.
             let head_limit = self.upstream_timeout.min(self.ttfb_timeout);
-            let (picked, sent) = hedge::send(&self.client, guard, request, head_limit, hedge).await;
+            let upload = tries.upload.as_deref();
+            let (picked, sent) =
+                hedge::send(&self.client, guard, request, head_limit, hedge, upload).await;
             let failure = match sent {
                 Ok(Ok(resp)) => {
-                    let head = req.method == Method::HEAD;
                     let answer = Answer {
                         started: req.started,
-                        head,
+                        sent: tries.sent_at(),
+                        head: req.method == Method::HEAD,
                         draft: draft.take(),
                     };
                     return Ok(self.respond(directory, picked, service, resp, answer));
@@ -331,18 +301,24 @@ impl Forwarder {
         }
     }
 
-    /// The request to send to `picked`, with the body (re-sent or streamed once) and headers.
+    /// The request to send to `picked`, with the body (re-sent or streamed once) and headers;
+    /// when none can be built, the pick ends (`Cancelled`) and the error is returned.
     fn request_for(
         &self,
+        directory: &Directory,
         picked: &Picked,
         req: &Outbound,
         body: &mut OutBody,
         headers: &mut HeaderMap,
-        tries: &Attempts,
+        tries: &mut Attempts,
     ) -> Result<Request<Body>, Failed> {
+        let cancel = |failed: Failed| {
+            directory.finish(picked, Outcome::Cancelled, Duration::ZERO, Instant::now());
+            failed
+        };
         let uri = upstream_uri(picked, &req.path, req.query.as_deref()).map_err(|()| {
             let err = GatewayError::BadRequest("the path or query is not valid".into());
-            (err, None)
+            cancel((err, None))
         })?;
         let send_body = match body {
             OutBody::Replayable(bytes) if bytes.is_empty() => Body::empty(),
@@ -353,9 +329,12 @@ impl Forwarder {
                         worker: picked.id.to_string(),
                         detail: "request body already sent",
                     };
-                    return Err((err, Some(picked.source)));
+                    return Err(cancel((err, Some(picked.source))));
                 };
-                Body::new(Limited::new(stream, self.max_body))
+                let state = Arc::new(UploadState::default());
+                tries.upload = Some(Arc::clone(&state));
+                let limited = Limited::new(stream, self.max_body);
+                Body::new(Watched::new(limited, state, self.read_timeout))
             }
         };
         let mut request = Request::new(send_body);
@@ -400,12 +379,13 @@ impl Forwarder {
     ) -> Response<Body> {
         let Answer {
             started,
+            sent,
             head: method_is_head,
             draft,
         } = answer;
         let (mut parts, incoming) = resp.into_parts();
         let status = parts.status;
-        strip_hop_by_hop(&mut parts.headers);
+        self.headers.response(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(&picked.id) {
             parts
                 .headers
@@ -420,6 +400,7 @@ impl Forwarder {
             ending: self.requests.ending(service, picked.source),
             picked,
             started,
+            sent,
             server_error: status.is_server_error(),
             done: false,
             tee: None,
@@ -436,8 +417,8 @@ impl Forwarder {
             content_length(&parts.headers)
         };
         let deadlines = Deadlines {
-            ttfb: tokio::time::Instant::from_std(started + self.ttfb_timeout),
-            total: tokio::time::Instant::from_std(started + self.response_deadline),
+            ttfb: tokio::time::Instant::from_std(sent + self.ttfb_timeout),
+            total: tokio::time::Instant::from_std(sent + self.response_deadline),
         };
         let mut tracked = Tracked::new(incoming, guard, remaining, self.read_timeout, deadlines);
         if status.is_success() && !bodiless {
@@ -448,6 +429,13 @@ impl Forwarder {
         }
         Response::from_parts(parts, Body::new(tracked))
     }
+}
+
+/// A name no other gateway has: the standard library's per-process random hash keys.
+fn random_via_name() -> String {
+    use std::hash::BuildHasher as _;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("gpumesh-{random:016x}")
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -8,6 +8,7 @@
 //! chain once; the retry decision then lives on the result ([`Failure::may_retry`]), so every
 //! caller agrees on it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::Method;
@@ -15,10 +16,68 @@ use gpumesh_scheduler::Outcome;
 use http_body_util::LengthLimitError;
 use tracing::{debug, warn};
 
-use super::{Attempts, Deadline, Forwarder, Next};
-use crate::directory::{Directory, Picked};
+use super::upload::{UploadFailure, UploadState};
+use super::{Deadline, Failed, Forwarder, Next};
+use crate::directory::{Directory, Picked, Requirements, WorkerKey};
 use crate::error::GatewayError;
 use crate::metrics::ServiceLabels;
+use crate::sources::Source;
+
+/// The state of one request's attempts across workers.
+pub(super) struct Attempts {
+    /// The worker that could not be reached (never picked again for this request).
+    pub(super) avoid: Option<WorkerKey>,
+    /// Attempts made so far.
+    pub(super) made: u32,
+    /// The last unreachable worker's error, reported when nobody else is left.
+    pub(super) unreachable: Option<(GatewayError, Source)>,
+    /// Whether a connection that broke before any answer may be retried.
+    pub(super) resend_after_break: bool,
+    /// The streamed body's upload, once it is being sent.
+    pub(super) upload: Option<Arc<UploadState>>,
+    /// When the gateway received the request (each attempt's latency runs from here).
+    pub(super) started: Instant,
+}
+
+impl Attempts {
+    /// No attempt made yet for `req`.
+    pub(super) fn new(req: &super::Outbound) -> Self {
+        Self {
+            avoid: None,
+            made: 0,
+            unreachable: None,
+            // Whether a connection that broke before any answer may be retried on another
+            // worker (the request may have reached it).
+            resend_after_break: resend_after_break(&req.method, &req.headers),
+            upload: None,
+            started: req.started,
+        }
+    }
+
+    /// The next worker, never the one found unreachable; when nobody else is left, the
+    /// caller hears about the worker that failed.
+    pub(super) fn pick(
+        &mut self,
+        directory: &Directory,
+        requirements: &Requirements,
+    ) -> Result<Picked, Failed> {
+        directory
+            .pick(requirements, self.avoid, Instant::now())
+            .map_err(|e| match self.unreachable.take() {
+                Some((err, source)) => (err, Some(source)),
+                None => (e, None),
+            })
+    }
+
+    /// When the worker had the whole request: the end of a streamed upload (or now, when
+    /// the worker answered before it ended), else the request's arrival.
+    pub(super) fn sent_at(&self) -> Instant {
+        match &self.upload {
+            Some(u) => u.ended_at().unwrap_or_else(Instant::now),
+            None => self.started,
+        }
+    }
+}
 
 /// Whether a request whose connection broke before any answer may be sent to another worker:
 /// idempotent methods (RFC 9110 §9.2.2), and any method carrying an `Idempotency-Key` header
@@ -120,7 +179,32 @@ impl Forwarder {
         replayable: bool,
         tries: &mut Attempts,
     ) -> Next {
-        let started = tries.started;
+        // The worker's latency runs from when it had the whole request (from the arrival
+        // when it never took all of it).
+        let started = tries
+            .upload
+            .as_ref()
+            .and_then(|u| u.ended_at())
+            .unwrap_or(tries.started);
+        if let Some(how) = tries.upload.as_ref().and_then(|u| u.client_failure()) {
+            // The client broke off or stalled its upload: not the worker's failure.
+            debug!(worker = %picked.id, service, ?how, "request body failed on the client's side");
+            directory.finish(
+                picked,
+                Outcome::Cancelled,
+                started.elapsed(),
+                Instant::now(),
+            );
+            let err = match how {
+                UploadFailure::Stalled => GatewayError::RequestTimeout {
+                    after_ms: u64::try_from(self.read_timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+                UploadFailure::Broke => {
+                    GatewayError::BadRequest("the request body broke off".into())
+                }
+            };
+            return Next::Fail((err, Some(picked.source)));
+        }
         let err = match failure {
             None => GatewayError::WorkerTimeout {
                 worker: picked.id.to_string(),
@@ -142,7 +226,9 @@ impl Forwarder {
                         .inc();
                     tries.unreachable =
                         Some((failure.error(&picked.id, self.max_body), picked.source));
-                    tries.avoid = Some(picked.key);
+                    // Only a worker that was never reached leaves rotation at once: after a
+                    // break the request did arrive, and the failure above counts as one.
+                    tries.avoid = (failure == Failure::Connect).then_some(picked.key);
                     return Next::Retry;
                 }
                 debug!(worker = %picked.id, error = %e, "forwarding error");
