@@ -89,27 +89,8 @@ impl Behaviour {
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(t.ping_interval));
 
-        let gc = gossipsub::ConfigBuilder::default()
-            .protocol_id(keys::GOSSIP_PROTOCOL, gossipsub::Version::V1_1)
-            .heartbeat_interval(t.gossip_heartbeat)
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .validate_messages()
-            .max_transmit_size(MAX_GOSSIP_BYTES)
-            // Gateways forward to each other: ask mesh peers not to send what already arrived.
-            .idontwant_message_size_threshold(200)
-            .build()
-            .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
-        let gossipsub =
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gc)
-                .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
-        let c = &config.connection_caps;
-        let limits = connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_pending_incoming(Some(c.max_pending_incoming))
-                .with_max_established_incoming(Some(c.max_established_incoming))
-                .with_max_established(Some(c.max_established))
-                .with_max_established_per_peer(Some(c.max_established_per_peer)),
-        );
+        let gossipsub = gossip(t, key)?;
+        let limits = connection_limits(&config.connection_caps);
         Ok(Self {
             limits,
             kad,
@@ -118,6 +99,33 @@ impl Behaviour {
             gossipsub,
         })
     }
+}
+
+/// Signed, strictly validated gossip of load heartbeats.
+fn gossip(t: &crate::Timings, key: &Keypair) -> Result<gossipsub::Behaviour, DhtError> {
+    let gc = gossipsub::ConfigBuilder::default()
+        .protocol_id(keys::GOSSIP_PROTOCOL, gossipsub::Version::V1_1)
+        .heartbeat_interval(t.gossip_heartbeat)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        // Gateways forward to each other: ask mesh peers not to send what already arrived.
+        .idontwant_message_size_threshold(200)
+        .build()
+        .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))?;
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gc)
+        .map_err(|e| DhtError::Config(format!("gossipsub: {e}")))
+}
+
+/// The node's connection caps, enforced by libp2p before a connection is established.
+fn connection_limits(c: &crate::ConnectionCaps) -> connection_limits::Behaviour {
+    connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(c.max_pending_incoming))
+            .with_max_established_incoming(Some(c.max_established_incoming))
+            .with_max_established(Some(c.max_established))
+            .with_max_established_per_peer(Some(c.max_established_per_peer)),
+    )
 }
 
 #[cfg(test)]

@@ -78,11 +78,6 @@ impl UpstreamPolicy {
         }
     }
 
-    /// The policy `config` asks for, with the gateway's own public names refused.
-    pub fn for_config(config: &crate::config::Config) -> Self {
-        Self::new(config.allow_private_upstreams).with_own_hosts(&config.public_names)
-    }
-
     /// Refuses the hosts in `hosts` (names or addresses; unparsable entries are skipped,
     /// `Config::validate` refuses them first).
     #[must_use]

@@ -68,7 +68,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub fn build_state(config: Config, mut registry: Registry) -> Result<AppState, RunError> {
     config.validate()?;
     let metrics = Metrics::register(&mut registry);
-    let policy = UpstreamPolicy::for_config(&config);
+    let policy =
+        UpstreamPolicy::new(config.allow_private_upstreams).with_own_hosts(&config.public_names);
     let seed = u64::from(std::process::id()) ^ gpumesh_dht::rules::unix_ms();
     let limits = gpumesh_dht::rules::ClaimLimits {
         max_concurrency: config.max_claimed_slots,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gpumesh_dht::record::WorkerRecord;
-use gpumesh_dht::rules::plausible::{ClaimLimits, Implausible, clamp_claims, clamp_load};
+use gpumesh_dht::rules::plausible::{ClaimLimits, clamp_claims, clamp_load};
 use gpumesh_dht::rules::unix_ms;
 use gpumesh_scheduler::{NoEligible, Outcome, Scheduler};
 use rand::SeedableRng;
@@ -27,63 +27,26 @@ use url::Url;
 
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RefusedLabels, WorkerLabels};
-use crate::policy::{PolicyError, UpstreamPolicy};
+use crate::policy::UpstreamPolicy;
 
 mod attempts;
 mod change;
 mod gauges;
 mod query;
+mod refused;
 mod trust;
 mod worker;
 
 pub use attempts::{AttemptLog, AttemptLogs};
 pub use change::{Change, Refresh, Source};
 pub use gpumesh_scheduler::{Requirements, WorkerKey};
+pub use refused::Refused;
 pub use trust::{CheckTarget, REMEMBERED};
 pub use worker::state_name;
 
 use attempts::Attempts;
 use gauges::Tally;
 use worker::Worker;
-
-/// Why a change was not taken.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Refused {
-    /// The tunnel URL fails the upstream policy.
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    /// A malformed record (empty id, no service, bad service name).
-    #[error("invalid record: {0}")]
-    Invalid(&'static str),
-    /// A claim no machine can make (see [`gpumesh_dht::rules::plausible`]).
-    #[error(transparent)]
-    Implausible(#[from] Implausible),
-    /// An older `seq` than the record held.
-    #[error("seq {got} is not newer than the held {have}")]
-    Stale {
-        /// Sequence number received.
-        got: u64,
-        /// Sequence number held.
-        have: u64,
-    },
-    /// A refresh for a worker this source does not hold (it expired or never joined).
-    #[error("no worker `{0}` from this source")]
-    Unknown(String),
-}
-
-impl Refused {
-    /// The `reason` label of `records_refused`.
-    fn label(&self) -> &'static str {
-        match self {
-            Refused::Policy(_) => "upstream_policy",
-            Refused::Invalid(_) => "invalid",
-            // Which claim, not just "implausible": operators see what liars try.
-            Refused::Implausible(i) => i.label(),
-            Refused::Stale { .. } => "stale",
-            Refused::Unknown(_) => "unknown",
-        }
-    }
-}
 
 /// The worker a request goes to.
 #[derive(Debug, Clone)]

@@ -18,7 +18,8 @@ pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedReso
 
 /// Builds the client `config` asks for.
 pub(super) fn build(config: &Config) -> UpstreamClient {
-    let policy = UpstreamPolicy::for_config(config);
+    let policy =
+        UpstreamPolicy::new(config.allow_private_upstreams).with_own_hosts(&config.public_names);
     let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
     http.enforce_http(false);
     http.set_nodelay(true);
