@@ -137,16 +137,7 @@ pub struct Central {
 /// report instead of a zero that would make the difference negative.
 pub async fn central(http: &reqwest::Client, url: &str) -> Central {
     for _ in 0..5 {
-        let text = async {
-            http.get(format!("{url}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()
-        };
-        if let Some(text) = text.await {
+        if let Some(text) = metrics_text(http, url).await {
             return Central {
                 calls: metric_sum(&text, "gpumesh_gateway_bootstrap_requests_total")
                     + metric_sum(&text, "gpumesh_gateway_registry_requests_total"),
@@ -162,18 +153,20 @@ pub async fn central(http: &reqwest::Client, url: &str) -> Central {
     }
 }
 
+/// The gateway's `/metrics` page, if it answered.
+async fn metrics_text(http: &reqwest::Client, url: &str) -> Option<String> {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// Canary and cross-check requests the gateway has sent (NaN when `/metrics` is unreadable).
 pub async fn checks_sent(http: &reqwest::Client, url: &str) -> f64 {
-    let text = async {
-        http.get(format!("{url}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    };
-    match text.await {
+    match metrics_text(http, url).await {
         Some(text) => metric_sum(&text, CANARIES_METRIC) + metric_sum(&text, CROSS_CHECKS_METRIC),
         None => f64::NAN,
     }
