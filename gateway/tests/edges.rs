@@ -14,23 +14,9 @@ use axum::routing::any;
 use gpumesh_gateway::Config;
 use gpumesh_gateway::api::types::{ErrorBody, WorkerView};
 use reqwest::StatusCode;
-use support::{client, config, record, register, start_gateway, start_worker};
+use support::{client, config, record, register, serve, start_gateway, start_worker};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
-
-/// Serves `app` on loopback port 0 until the token is cancelled.
-async fn serve(app: Router) -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let token = CancellationToken::new();
-    let stop = token.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
-    (addr, token)
-}
 
 fn seen(h: &HeaderMap, name: &str) -> String {
     h.get(name)

@@ -182,15 +182,7 @@ async fn start_redirecting_worker(target: String) -> (std::net::SocketAddr, Canc
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-    });
+    let (addr, stop) = support::serve(app).await;
     (addr, stop)
 }
 

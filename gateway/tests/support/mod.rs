@@ -224,6 +224,11 @@ pub async fn start_worker(name: &'static str) -> (SocketAddr, CancellationToken)
             "/fail",
             get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         );
+    serve(app).await
+}
+
+/// Serves `app` on a loopback port of its own until the returned token is cancelled.
+pub async fn serve(app: Router) -> (SocketAddr, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind worker");
