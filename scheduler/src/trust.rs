@@ -49,11 +49,6 @@ impl Evidence {
             Evidence::DeadlineMissed => "deadline_missed",
         }
     }
-
-    /// Whether the evidence speaks for the worker.
-    pub fn is_good(self) -> bool {
-        matches!(self, Evidence::CanaryPassed | Evidence::CrossCheckAgreed)
-    }
 }
 
 /// A worker's trust, as a gateway saves and restores it.
@@ -164,11 +159,7 @@ impl TrustState {
                 self.score *= cfg.deadline_factor;
             }
         }
-        self.score = if self.score.is_finite() {
-            self.score.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        *self = self.sanitized();
     }
 
     /// A saved state made safe to use (a hand-edited or corrupt view file).
